@@ -1,0 +1,51 @@
+"""Write one benchmark's results into its own section of docs/benchmarks.md.
+
+Each benchmark owns the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`, so
+benchmarks can be rerun independently without clobbering each other."""
+
+from __future__ import annotations
+
+import platform
+import re
+import subprocess
+import time
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+HEADER = "# Benchmarks\n\nMeasured numbers, written by the scripts in `bench/`; rerun a script to refresh its section.\n"
+
+
+def machine() -> str:
+    """One line describing where the numbers were measured."""
+    try:
+        import psutil
+
+        cores = f"{psutil.cpu_count(logical=False)} physical / {psutil.cpu_count()} logical cores"
+        ram = f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM"
+    except ImportError:
+        cores, ram = "", ""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        rev = "?"
+    return f"{time.strftime('%Y-%m-%d')}, {cpu}, {cores}, {ram}, commit {rev}"
+
+
+def write_section(name: str, markdown: str) -> None:
+    """Replace (or append) the section `name` of docs/benchmarks.md with `markdown`."""
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    text = DOC.read_text() if DOC.exists() else HEADER
+    block = f"<!-- bench:{name} -->\n{markdown.strip()}\n<!-- /bench:{name} -->"
+    pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    tmp = DOC.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(DOC)

@@ -1,0 +1,42 @@
+"""`edgellm VERB ...`: each verb lives in its own module under edgellm.commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from edgellm import __version__
+from edgellm.errors import EdgeLLMError
+
+# verb modules, in the order `edgellm --help` lists them; each has register(subparsers) and run(args)
+VERBS = ["run", "show"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgellm", description="Run open LLMs on a laptop CPU: convert, quantize, chat."
+    )
+    parser.add_argument("--version", action="version", version=f"edgellm {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for verb in VERBS:
+        importlib.import_module(f"edgellm.commands.{verb}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except EdgeLLMError as err:
+        print(f"edgellm: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

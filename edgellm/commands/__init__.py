@@ -1,0 +1,1 @@
+"""One module per CLI verb: `register(subparsers)` adds its parser and sets `handler`."""

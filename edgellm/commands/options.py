@@ -1,0 +1,58 @@
+"""Options shared by the verbs that load a model (run, chat, bench)."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgellm.engine import LoadOptions, SamplingParams
+
+
+def add_load_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("loading")
+    g.add_argument("--ctx", type=int, default=None, metavar="N", help="context size in tokens (default: 4096)")
+    g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: physical cores)")
+    g.add_argument("--gpu-layers", default="0", metavar="N", help="layers to offload to the GPU (default 0)")
+    g.add_argument("--no-mmap", action="store_true", help="read the whole file into RAM instead of mapping it")
+    g.add_argument("--flash-attn", action="store_true", help="use flash attention")
+    g.add_argument("--verbose", action="store_true", help="llama.cpp's log and per-turn statistics on stderr")
+
+
+def add_sampling_options(p: argparse.ArgumentParser) -> None:
+    d = SamplingParams()
+    g = p.add_argument_group("sampling")
+    g.add_argument("--system", default=None, help="system prompt")
+    g.add_argument("--temperature", type=float, default=d.temperature, help=f"0 = greedy (default {d.temperature})")
+    g.add_argument("--top-k", type=int, default=d.top_k)
+    g.add_argument("--top-p", type=float, default=d.top_p)
+    g.add_argument("--min-p", type=float, default=d.min_p)
+    g.add_argument("--repeat-penalty", type=float, default=d.repeat_penalty)
+    g.add_argument("--max-tokens", type=int, default=d.max_tokens, help="-1 = until the context is full")
+    g.add_argument("--seed", type=int, default=None)
+
+
+def gpu_layers(value: str) -> int:
+    """`--gpu-layers N|all|-1`: llama.cpp takes -1 for all layers."""
+    return -1 if value in ("all", "-1") else int(value)
+
+
+def load_options(args: argparse.Namespace) -> LoadOptions:
+    return LoadOptions(
+        n_ctx=args.ctx,
+        n_threads=args.threads,
+        n_gpu_layers=gpu_layers(args.gpu_layers),
+        use_mmap=not args.no_mmap,
+        flash_attn=args.flash_attn,
+        verbose=args.verbose,
+    )
+
+
+def sampling_params(args: argparse.Namespace) -> SamplingParams:
+    return SamplingParams(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        repeat_penalty=args.repeat_penalty,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+    )

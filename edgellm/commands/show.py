@@ -1,0 +1,46 @@
+"""`edgellm show MODEL [--json]`: what a GGUF file holds, read from its header."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from edgellm.gguf_file import GGUFInfo, inspect
+from edgellm.resolve import resolve_model
+from edgellm.units import human_bytes, human_count
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("show", help="architecture, size, quantization and template of a model")
+    p.add_argument("model", help="`default`, a model name or a path to a .gguf file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=run)
+
+
+def describe(info: GGUFInfo) -> list[tuple[str, str]]:
+    return [
+        ("name", info.name),
+        ("architecture", info.architecture),
+        ("parameters", human_count(info.parameters)),
+        ("quantization", info.file_type),
+        ("file size", f"{human_bytes(info.file_size)} ({info.bits_per_weight:.2f} bits per weight)"),
+        ("context length", str(info.context_length)),
+        ("layers", str(info.block_count)),
+        ("heads", f"{info.head_count} (kv {info.head_count_kv})"),
+        ("embedding", str(info.embedding_length)),
+        ("vocabulary", str(info.vocab_size)),
+        ("path", str(info.path)),
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    info = inspect(resolve_model(args.model))
+    if args.json:
+        print(json.dumps(info.to_json(), ensure_ascii=False, indent=2))
+        return 0
+    for key, value in describe(info):
+        print(f"  {key:<16}{value}")
+    print("  chat template")
+    for line in (info.chat_template or "(none: ChatML is used)").splitlines() or [""]:
+        print(f"    {line}")
+    return 0

@@ -1,0 +1,424 @@
+"""The runtime: one GGUF model in llama.cpp, chat turns streamed token by token.
+
+Built on llama-cpp-python's C bindings rather than its `Llama` class so that the token loop is
+ours: KV-cache reuse across turns, cancellation from any thread within one graph node, UTF-8
+safe streaming, and exact per-turn statistics."""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import ctypes.util
+import os
+import threading
+import time
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import llama_cpp
+import psutil
+
+from edgellm import chat_templates, gguf_file, llama_log
+from edgellm.errors import BadModelFile, ContextOverflow, EdgeLLMError
+
+# Architectures whose own tokenizers NFC-normalize input (llama.cpp does not).
+_NFC_ARCHITECTURES = frozenset({"qwen", "qwen2"})
+_FALLBACK_TEMPLATE = chat_templates.chatml()
+
+_backend_ready = threading.Lock()
+_backend_done = False
+
+
+def default_threads() -> int:
+    """Physical cores: hyper-threads only fight over the same memory bandwidth."""
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def _init_backend(verbose: bool) -> None:
+    global _backend_done
+    llama_log.install(verbose)
+    with _backend_ready:
+        if not _backend_done:
+            llama_cpp.llama_backend_init()
+            _backend_done = True
+
+
+def _libc_strlen() -> ctypes.c_void_p:
+    """libc's strlen as llama.cpp's abort callback: `strlen(flag) != 0` reads a byte we own,
+    so ggml polls cancellation at every graph node without taking Python's GIL."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+    return ctypes.cast(libc.strlen, ctypes.c_void_p)
+
+
+_STRLEN = _libc_strlen()
+
+
+@dataclass
+class LoadOptions:
+    """How to load a model; None means "from the model / this machine"."""
+
+    n_ctx: int | None = None
+    n_threads: int | None = None
+    n_gpu_layers: int = 0
+    use_mmap: bool = True
+    flash_attn: bool = False
+    kv_f32: bool = False  # f32 KV cache (exactness tests); f16 otherwise
+    n_batch: int = 512
+    verbose: bool = False
+    loras: list[tuple[Path, float]] = field(default_factory=list)
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    max_tokens: int = 1024
+    seed: int | None = None
+
+
+@dataclass
+class TurnStats:
+    """Counts and timings of one chat turn."""
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    generated_tokens: int = 0
+    prompt_seconds: float = 0.0
+    generation_seconds: float = 0.0
+    ttft_seconds: float = 0.0
+    stop_reason: str = ""  # "stop" (end of turn), "length", "context", "cancelled"
+
+    @property
+    def evaluated_prompt_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_tokens
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.evaluated_prompt_tokens / self.prompt_seconds if self.prompt_seconds else 0.0
+
+    @property
+    def generation_tps(self) -> float:
+        return self.generated_tokens / self.generation_seconds if self.generation_seconds else 0.0
+
+
+class Engine:
+    """A loaded model and its context. One turn runs at a time; `cancel` works from any thread."""
+
+    def __init__(self, path: str | os.PathLike[str], options: LoadOptions | None = None) -> None:
+        self.options = options or LoadOptions()
+        self.info = gguf_file.inspect(path)
+        self.path = self.info.path
+        _init_backend(self.options.verbose)
+        self._model = self._load_model()
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self._ctx = None
+        try:
+            self._ctx = self._new_context()
+            self._loras = self._apply_loras()
+        except BaseException:
+            self.close()
+            raise
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._cancel_flag = ctypes.create_string_buffer(2)
+        llama_cpp.llama_set_abort_callback(
+            self._ctx, llama_cpp.ggml_abort_callback(_STRLEN.value), ctypes.cast(self._cancel_flag, ctypes.c_void_p)
+        )
+        self._lock = threading.Lock()
+        self._cached: list[int] = []
+        self._pieces: dict[int, bytes] = {}
+        self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
+        self.n_threads = self.options.n_threads or default_threads()
+        self.template = self.info.chat_template or _FALLBACK_TEMPLATE
+        self.bos_token = self._special_text(llama_cpp.llama_vocab_bos(self._vocab))
+        self.eos_token = self._special_text(llama_cpp.llama_vocab_eos(self._vocab))
+        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self.normalize_nfc = self.info.architecture in _NFC_ARCHITECTURES
+
+    # -- loading -------------------------------------------------------------------------------
+    def _refusal(self, what: str, marker: int) -> BadModelFile:
+        problems = llama_log.problems_since(marker)
+        why = problems[-1] if problems else "no reason given (rerun with --verbose)"
+        return BadModelFile(self.path, f"llama.cpp could not {what}: {why.strip()}")
+
+    def _load_model(self) -> ctypes.c_void_p:
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = self.options.n_gpu_layers
+        params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP if self.options.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
+        marker = llama_log.mark()
+        model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
+        if not model:
+            raise self._refusal("load the model", marker)
+        return model
+
+    def _new_context(self) -> ctypes.c_void_p:
+        opts = self.options
+        params = llama_cpp.llama_context_default_params()
+        train_ctx = llama_cpp.llama_model_n_ctx_train(self._model)
+        params.n_ctx = opts.n_ctx or min(4096, train_ctx)
+        params.n_batch = params.n_ubatch = opts.n_batch
+        params.n_threads = params.n_threads_batch = opts.n_threads or default_threads()
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if opts.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        if opts.kv_f32:
+            params.type_k = params.type_v = 0  # GGML_TYPE_F32
+        params.no_perf = True
+        marker = llama_log.mark()
+        ctx = llama_cpp.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise self._refusal(f"create a {params.n_ctx}-token context (try a smaller --ctx)", marker)
+        return ctx
+
+    def _apply_loras(self) -> list[ctypes.c_void_p]:
+        """Load the runtime LoRA adapters (GGUF) and enable them all on the context."""
+        adapters = []
+        for path, _scale in self.options.loras:
+            marker = llama_log.mark()
+            adapter = llama_cpp.llama_adapter_lora_init(self._model, str(path).encode())
+            if not adapter:
+                problems = llama_log.problems_since(marker)
+                raise BadModelFile(path, f"llama.cpp refused the LoRA adapter: {problems[-1] if problems else '?'}")
+            adapters.append(adapter)
+        if adapters:
+            n = len(adapters)
+            scales = (ctypes.c_float * n)(*(s for _, s in self.options.loras))
+            array = (llama_cpp.llama_adapter_lora_p_ctypes * n)(*adapters)
+            llama_cpp.llama_set_adapters_lora(self._ctx, array, n, scales)
+        return adapters
+
+    def close(self) -> None:
+        """Free llama.cpp's memory now rather than at garbage collection."""
+        if getattr(self, "_ctx", None):
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- vocabulary ----------------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        size = len(data) + 8
+        while True:
+            buf = (llama_cpp.llama_token * size)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, size, add_special, parse_special)
+            if n >= 0:
+                return list(buf[:n])
+            size = -n
+
+    def piece(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes of one token (cached: the token loop asks for the same ids again and again)."""
+        key = token if not special else ~token
+        cached = self._pieces.get(key)
+        if cached is None:
+            buf = ctypes.create_string_buffer(64)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 64, 0, special)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, special)
+            cached = self._pieces[key] = buf.raw[:n]
+        return cached
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def _special_text(self, token: int) -> str:
+        return self.piece(token, special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+
+    def is_end_of_turn(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    # -- prompts -------------------------------------------------------------------------------
+    def prepare(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Messages as the model's own tokenizer would see them (NFC for Qwen)."""
+        if not self.normalize_nfc:
+            return messages
+        return [{**m, "content": unicodedata.normalize("NFC", m["content"])} for m in messages]
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        return chat_templates.render(
+            self.template, self.prepare(messages), bos_token=self.bos_token, eos_token=self.eos_token
+        )
+
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of the rendered prompt; BOS added once, whether or not the template wrote it."""
+        text = self.render(messages)
+        add_bos = self._add_bos and not (self.bos_token and text.startswith(self.bos_token))
+        return self.tokenize(text, add_special=add_bos)
+
+    def fit(self, messages: list[dict[str, str]], reserve: int) -> tuple[list[dict[str, str]], int]:
+        """Drop the oldest turns (never the system prompt or the last message) until the prompt
+        plus ``reserve`` generated tokens fits the context. Returns (messages, how many dropped)."""
+        system = [m for m in messages[:1] if m["role"] == "system"]
+        rest = messages[len(system) :]
+        dropped = 0
+        while True:
+            candidate = system + rest
+            n = len(self.prompt_tokens(candidate))
+            if n + reserve <= self.n_ctx or len(rest) <= 1:
+                break
+            cut = 2 if len(rest) > 2 and rest[0]["role"] == "user" else 1
+            rest, dropped = rest[cut:], dropped + cut
+        if n >= self.n_ctx:
+            raise ContextOverflow(
+                f"the prompt is {n} tokens but the context holds {self.n_ctx}: shorten it or raise --ctx"
+            )
+        return candidate, dropped
+
+    # -- generation ----------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop the running turn (prompt processing included) as soon as possible."""
+        self._cancel_flag[0] = b"\x01"
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel_flag[0] != b"\x00"
+
+    def chat(self, messages: list[dict[str, str]], params: SamplingParams | None = None) -> Turn:
+        """Start a turn; iterate the result for text pieces. Cancels made after this call count."""
+        self._cancel_flag[0] = b"\x00"
+        return Turn(self, self.prompt_tokens(messages), params or SamplingParams())
+
+    def _decode(self, tokens: list[int]) -> bool:
+        """Evaluate ``tokens`` after the cached ones; False if cancelled (cache rolled back)."""
+        start = len(self._cached)
+        step = self.options.n_batch
+        for i in range(0, len(tokens), step):
+            chunk = tokens[i : i + step]
+            arr = (llama_cpp.llama_token * len(chunk))(*chunk)
+            rc = llama_cpp.llama_decode(self._ctx, llama_cpp.llama_batch_get_one(arr, len(chunk)))
+            if rc == 2 or self.cancelled:
+                llama_cpp.llama_memory_seq_rm(self._memory, 0, start + i, -1)
+                del self._cached[start + i :]
+                return False
+            if rc != 0:
+                llama_cpp.llama_memory_seq_rm(self._memory, 0, start + i, -1)
+                del self._cached[start + i :]
+                raise EdgeLLMError(f"llama.cpp failed to evaluate the prompt (code {rc}); try a smaller --ctx")
+            self._cached.extend(chunk)
+        return True
+
+    def _reuse_prefix(self, tokens: list[int]) -> int:
+        """Keep the cached tokens shared with ``tokens`` (at least one left to evaluate)."""
+        n = 0
+        limit = min(len(self._cached), len(tokens) - 1)
+        while n < limit and self._cached[n] == tokens[n]:
+            n += 1
+        if n < len(self._cached) and not llama_cpp.llama_memory_seq_rm(self._memory, 0, n, -1):
+            llama_cpp.llama_memory_clear(self._memory, True)
+            n = 0
+        del self._cached[n:]
+        return n
+
+    def _sampler(self, p: SamplingParams) -> ctypes.c_void_p:
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        add = lambda s: llama_cpp.llama_sampler_chain_add(chain, s)  # noqa: E731
+        if p.repeat_penalty != 1.0:
+            n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+            add(llama_cpp.llama_sampler_init_penalties(n_vocab, p.repeat_last_n, p.repeat_penalty, 0.0, 0.0))
+        if p.temperature <= 0:
+            add(llama_cpp.llama_sampler_init_greedy())
+            return chain
+        if p.top_k > 0:
+            add(llama_cpp.llama_sampler_init_top_k(p.top_k))
+        if p.top_p < 1.0:
+            add(llama_cpp.llama_sampler_init_top_p(p.top_p, 1))
+        if p.min_p > 0:
+            add(llama_cpp.llama_sampler_init_min_p(p.min_p, 1))
+        add(llama_cpp.llama_sampler_init_temp(p.temperature))
+        seed = p.seed if p.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
+        add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class Turn:
+    """One streamed answer: iterate for text pieces; `stats` and `text` once done."""
+
+    def __init__(self, engine: Engine, prompt: list[int], params: SamplingParams) -> None:
+        self.engine = engine
+        self.prompt = prompt
+        self.params = params
+        self.stats = TurnStats(prompt_tokens=len(prompt))
+        self.tokens: list[int] = []
+        self._parts: list[str] = []
+        if len(prompt) >= engine.n_ctx:
+            raise ContextOverflow(
+                f"the prompt is {len(prompt)} tokens but the context holds {engine.n_ctx}: "
+                "shorten it or raise --ctx"
+            )
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def result(self) -> str:
+        """Run to the end; the whole answer."""
+        for _ in self:
+            pass
+        return self.text
+
+    def __iter__(self) -> Iterator[str]:
+        eng, stats = self.engine, self.stats
+        with eng._lock:
+            t0 = time.perf_counter()
+            stats.cached_tokens = eng._reuse_prefix(self.prompt)
+            if not eng._decode(self.prompt[stats.cached_tokens :]):
+                stats.prompt_seconds = time.perf_counter() - t0
+                stats.stop_reason = "cancelled"
+                return
+            t1 = time.perf_counter()
+            stats.prompt_seconds = t1 - t0
+            yield from self._generate(t0, t1)
+
+    def _generate(self, t0: float, t1: float) -> Iterator[str]:
+        eng, stats, params = self.engine, self.stats, self.params
+        sampler = eng._sampler(params)
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        limit = params.max_tokens if params.max_tokens > 0 else eng.n_ctx
+        stop = "length"
+        try:
+            while len(self.tokens) < limit:
+                if eng.cancelled:
+                    stop = "cancelled"
+                    break
+                token = llama_cpp.llama_sampler_sample(sampler, eng._ctx, -1)
+                if eng.is_end_of_turn(token):
+                    stop = "stop"
+                    break
+                self.tokens.append(token)
+                text = utf8.decode(eng.piece(token))
+                if text:
+                    if not stats.ttft_seconds:
+                        stats.ttft_seconds = time.perf_counter() - t0
+                    self._parts.append(text)
+                    yield text
+                if len(eng._cached) + 1 >= eng.n_ctx:
+                    stop = "context"
+                    break
+                if len(self.tokens) < limit and not eng._decode([token]):
+                    stop = "cancelled"
+                    break
+            tail = utf8.decode(b"", final=True)
+            if tail:
+                self._parts.append(tail)
+                yield tail
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
+            stats.generated_tokens = len(self.tokens)
+            stats.generation_seconds = time.perf_counter() - t1
+            stats.stop_reason = stats.stop_reason or stop

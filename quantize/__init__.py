@@ -1,0 +1,1 @@
+"""Checkpoint → GGUF pipeline: read → map → write → quantize, without torch."""
