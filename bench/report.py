@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-HEADER = "# Benchmarks\n\nMeasured numbers, written by the scripts in `bench/`; rerun a script to refresh its section.\n"
+HEADER = "# Benchmarks\n\nWritten by the scripts in `bench/`; rerun a script to refresh its section.\n"
 
 
 def machine() -> str:

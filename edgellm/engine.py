@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 import psutil
 
-from edgellm import chat_templates, gguf_file, llama_log
+from edgellm import chat_templates, gguf_file, llama_log, probe
 from edgellm.errors import BadModelFile, ContextOverflow, EdgeLLMError
 
 # Architectures whose own tokenizers NFC-normalize input (llama.cpp does not).
@@ -66,6 +67,8 @@ class LoadOptions:
     flash_attn: bool = False
     kv_f32: bool = False  # f32 KV cache (exactness tests); f16 otherwise
     n_batch: int = 512
+    repack: bool = True  # llama.cpp's extra (repacked / AMX) weight buffers
+    probe: bool = True  # load once in a child process first, so a llama.cpp crash cannot kill us
     verbose: bool = False
     loras: list[tuple[Path, float]] = field(default_factory=list)
 
@@ -114,6 +117,8 @@ class Engine:
         self.options = options or LoadOptions()
         self.info = gguf_file.inspect(path)
         self.path = self.info.path
+        if self.options.probe:
+            probe.probe(self.path, self.options.n_gpu_layers)
         _init_backend(self.options.verbose)
         self._model = self._load_model()
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
@@ -142,14 +147,15 @@ class Engine:
 
     # -- loading -------------------------------------------------------------------------------
     def _refusal(self, what: str, marker: int) -> BadModelFile:
-        problems = llama_log.problems_since(marker)
-        why = problems[-1] if problems else "no reason given (rerun with --verbose)"
+        errors = llama_log.errors_since(marker)
+        why = errors[0] if errors else "no reason given (rerun with --verbose)"
         return BadModelFile(self.path, f"llama.cpp could not {what}: {why.strip()}")
 
     def _load_model(self) -> ctypes.c_void_p:
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = self.options.n_gpu_layers
         params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP if self.options.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
+        params.use_extra_bufts = self.options.repack
         marker = llama_log.mark()
         model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
         if not model:
@@ -182,8 +188,8 @@ class Engine:
             marker = llama_log.mark()
             adapter = llama_cpp.llama_adapter_lora_init(self._model, str(path).encode())
             if not adapter:
-                problems = llama_log.problems_since(marker)
-                raise BadModelFile(path, f"llama.cpp refused the LoRA adapter: {problems[-1] if problems else '?'}")
+                errors = llama_log.errors_since(marker)
+                raise BadModelFile(path, f"llama.cpp refused the LoRA adapter: {errors[0] if errors else '?'}")
             adapters.append(adapter)
         if adapters:
             n = len(adapters)
@@ -278,6 +284,12 @@ class Engine:
         return candidate, dropped
 
     # -- generation ----------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the KV cache: the next turn evaluates its whole prompt."""
+        with self._lock:
+            llama_cpp.llama_memory_clear(self._memory, True)
+            self._cached.clear()
+
     def cancel(self) -> None:
         """Stop the running turn (prompt processing included) as soon as possible."""
         self._cancel_flag[0] = b"\x01"
@@ -309,6 +321,36 @@ class Engine:
                 raise EdgeLLMError(f"llama.cpp failed to evaluate the prompt (code {rc}); try a smaller --ctx")
             self._cached.extend(chunk)
         return True
+
+    def logits(self, tokens: list[int], first: int = 0) -> np.ndarray:
+        """Evaluate ``tokens`` after the cached ones and return the logits of ``tokens[first:]``
+        (one float32 row per position): perplexity and KL divergence score every position, and
+        benchmarks time raw decoding. Call reset() first for a fresh sequence."""
+        n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        out = np.empty((max(len(tokens) - first, 0), n_vocab), dtype=np.float32)
+        step, row = self.options.n_batch, 0
+        batch = llama_cpp.llama_batch_init(step, 0, 1)
+        try:
+            with self._lock:
+                for i in range(0, len(tokens), step):
+                    chunk, start = tokens[i : i + step], len(self._cached)
+                    for k, token in enumerate(chunk):
+                        batch.token[k], batch.pos[k], batch.n_seq_id[k] = token, start + k, 1
+                        batch.seq_id[k][0], batch.logits[k] = 0, i + k >= first
+                    batch.n_tokens = len(chunk)
+                    rc = llama_cpp.llama_decode(self._ctx, batch)
+                    if rc != 0:
+                        llama_cpp.llama_memory_seq_rm(self._memory, 0, start, -1)
+                        raise EdgeLLMError(f"llama.cpp failed to evaluate {len(chunk)} tokens (code {rc})")
+                    self._cached.extend(chunk)
+                    n_out = len(chunk) - min(max(first - i, 0), len(chunk))
+                    if n_out:
+                        rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(n_out * n_vocab,))
+                        out[row : row + n_out] = rows.reshape(n_out, n_vocab)
+                        row += n_out
+        finally:
+            llama_cpp.llama_batch_free(batch)
+        return out
 
     def _reuse_prefix(self, tokens: list[int]) -> int:
         """Keep the cached tokens shared with ``tokens`` (at least one left to evaluate)."""

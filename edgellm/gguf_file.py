@@ -5,6 +5,7 @@ extents; everything it would trip over is refused here with a message naming the
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,12 +85,15 @@ def inspect(path: str | os.PathLike[str]) -> GGUFInfo:
         hint = " (a safetensors/PyTorch checkpoint? convert it with `edgellm quantize`)" if size else ""
         raise BadModelFile(p, f"not a GGUF file (no GGUF magic){hint}")
     try:
-        reader = gguf.GGUFReader(p, "r")
+        reader = _CheckedReader(p, "r")
+    except _TensorProblem as err:
+        raise BadModelFile(p, f"{err}; re-download or re-convert it") from None
     except (ValueError, IndexError, KeyError, OverflowError, UnicodeDecodeError, MemoryError) as err:
         raise BadModelFile(p, f"corrupt or truncated GGUF header ({err}); re-download or re-convert it") from None
 
     fields = {name: _scalar(f) for name, f in reader.fields.items()}
-    _check_tensors(p, reader, size)
+    if not reader.tensors:
+        raise BadModelFile(p, "GGUF has no tensors (a vocabulary-only file?)")
     arch = fields.get("general.architecture")
     if not isinstance(arch, str) or not arch:
         raise BadModelFile(p, "GGUF has no general.architecture; it is not a model file")
@@ -136,23 +140,34 @@ def inspect(path: str | os.PathLike[str]) -> GGUFInfo:
     )
 
 
-def _check_tensors(p: Path, reader: gguf.GGUFReader, size: int) -> None:
-    if not reader.tensors:
-        raise BadModelFile(p, "GGUF has no tensors (a vocabulary-only file?)")
-    for t in reader.tensors:
-        try:
-            block, type_size = gguf.GGML_QUANT_SIZES[t.tensor_type]
-        except KeyError:
-            raise BadModelFile(p, f"tensor {t.name} has unknown type {t.tensor_type}") from None
-        n = int(t.n_elements)
-        if n <= 0 or int(t.shape[0]) % block:
-            raise BadModelFile(p, f"tensor {t.name} has impossible shape {list(t.shape)} for {t.tensor_type.name}")
-        need = n // block * type_size
-        end = int(t.data_offset) + need
-        if t.data_offset < reader.data_offset or end > size:
-            raise BadModelFile(
-                p, f"truncated or corrupt: tensor {t.name} lies outside the file (ends at byte {end}, file has {size})"
-            )
+class _TensorProblem(Exception):
+    pass
+
+
+class _CheckedReader(gguf.GGUFReader):
+    """gguf's reader, checking each tensor's type and extent before it maps the tensor's data:
+    the stock reader turns a bad offset into a numpy reshape error, llama.cpp into a crash."""
+
+    def _build_tensors(self, start_offs: int, fields: list[gguf.ReaderField]) -> None:
+        size = len(self.data)
+        for f in fields:
+            _, name_data, _, dims, raw_type, offset = f.parts
+            name = bytes(name_data).decode("utf-8", errors="replace")
+            try:
+                qtype = gguf.GGMLQuantizationType(int(raw_type[0]))
+                block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+            except (ValueError, KeyError):
+                raise _TensorProblem(f"tensor {name} has unknown type {int(raw_type[0])}") from None
+            shape = [int(d) for d in dims]
+            n = math.prod(shape)
+            if n <= 0 or shape[0] % block:
+                raise _TensorProblem(f"tensor {name} has impossible shape {shape} for {qtype.name}")
+            end = start_offs + int(offset[0]) + n // block * type_size
+            if end > size:
+                raise _TensorProblem(
+                    f"truncated or corrupt: tensor {name} lies outside the file (ends at byte {end}, file has {size})"
+                )
+        super()._build_tensors(start_offs, fields)
 
 
 def _guess_type(types: dict[str, int]) -> str:

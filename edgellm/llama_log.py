@@ -10,8 +10,9 @@ import threading
 
 import llama_cpp
 
-_LEVEL_ERROR = 3
-_LEVEL_WARN = 2
+# enum ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the previous line)
+_LEVEL_WARN = 3
+_LEVEL_ERROR = 4
 _LEVEL_CONT = 5
 
 _lock = threading.Lock()
@@ -46,12 +47,23 @@ def install(verbose: bool = False) -> None:
 
 
 def mark() -> int:
-    """A position in the log, to read what came after it with :func:`problems_since`."""
+    """A position in the log, to read what came after it with :func:`errors_since`."""
     with _lock:
         return _seq
 
 
-def problems_since(marker: int) -> list[str]:
-    """Warnings and errors logged after ``marker`` (oldest first)."""
+def errors_since(marker: int) -> list[str]:
+    """Errors logged after ``marker``, oldest (the root cause) first, without llama.cpp's
+    `function_name: ` prefixes."""
     with _lock:
-        return [msg for seq, level, msg in _lines if seq > marker and level in (_LEVEL_ERROR, _LEVEL_WARN) and msg]
+        found = [msg for seq, level, msg in _lines if seq > marker and level == _LEVEL_ERROR and msg]
+    return [_strip_prefixes(msg) for msg in found]
+
+
+def _strip_prefixes(msg: str) -> str:
+    """'llama_model_load: error loading model: invalid n_rot' -> 'invalid n_rot'."""
+    head, sep, tail = msg.rpartition("error loading model: ")
+    if sep:
+        return tail
+    name, sep, rest = msg.partition(": ")
+    return rest if sep and name.isidentifier() else msg
