@@ -67,16 +67,22 @@ def print_stats(turn: Turn) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    engine = Engine(resolve_model(args.model), load_options(args))
+    with Engine(resolve_model(args.model), load_options(args)) as engine:
+        if args.prompt is None and sys.stdin.isatty():
+            return prompt_loop(engine, args)
+        prompt = args.prompt if args.prompt is not None else sys.stdin.read()
+        history = [{"role": "system", "content": args.system}] if args.system else []
+        turn = stream(engine, [*history, {"role": "user", "content": prompt}], sampling_params(args), sys.stdout)
+        sys.stdout.write("\n")
+    if args.verbose:  # after llama.cpp's shutdown log, so the statistics are the last line
+        print_stats(turn)
+    return 0
+
+
+def prompt_loop(engine: Engine, args: argparse.Namespace) -> int:
+    """Ollama-style `>>>` loop; the conversation is kept and trimmed to the context."""
     params = sampling_params(args)
     history = [{"role": "system", "content": args.system}] if args.system else []
-    if args.prompt is not None or not sys.stdin.isatty():
-        prompt = args.prompt if args.prompt is not None else sys.stdin.read()
-        turn = stream(engine, [*history, {"role": "user", "content": prompt}], params, sys.stdout)
-        sys.stdout.write("\n")
-        if args.verbose:
-            print_stats(turn)
-        return 0
     print(f"{engine.info.name} ({engine.info.file_type}). Ctrl-C stops an answer, Ctrl-D or /bye quits.")
     while True:
         try:

@@ -1,0 +1,96 @@
+"""`edgellm run / show / --version` as a user runs them: a real process, real output."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edgellm import __version__
+
+
+def edgellm(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgellm", *args], input=stdin, capture_output=True, text=True,
+                          timeout=180)
+
+
+def test_version() -> None:
+    done = edgellm("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"edgellm {__version__}"
+
+
+def test_run_with_prompt_streams_the_answer_and_exits_0() -> None:
+    done = edgellm("run", "default", "What is the capital of France?", "--system", "You are a helpful assistant.",
+                   "--temperature", "0", "--max-tokens", "24", "--verbose")
+    assert done.returncode == 0
+    assert "Paris" in done.stdout
+    stats = done.stderr.strip().splitlines()[-1]
+    assert stats.startswith("prompt:") and "tok/s" in stats and "first token" in stats
+
+
+def test_run_reads_the_prompt_from_stdin() -> None:
+    done = edgellm("run", "default", "--system", "You are a helpful assistant.", "--temperature", "0",
+                   "--max-tokens", "24", stdin="What is the capital of France?")
+    assert done.returncode == 0 and "Paris" in done.stdout
+
+
+def test_run_prompt_loop_in_a_terminal() -> None:
+    """Without a prompt, in a terminal: a multi-turn loop that remembers the conversation."""
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the real CLI on a pseudo-terminal
+        os.execv(sys.executable, [sys.executable, "-m", "edgellm", "run", "default", "--temperature", "0",
+                                  "--max-tokens", "24", "--system", "You are a helpful assistant.", "--verbose"])
+    out = b""
+
+    def read_until(marker: bytes, count: int, timeout: float = 60) -> None:
+        nonlocal out
+        deadline = time.time() + timeout
+        while out.count(marker) < count and time.time() < deadline:
+            out += os.read(fd, 4096)
+
+    read_until(b">>> ", 1)
+    os.write(fd, b"What is the capital of France?\n")
+    read_until(b">>> ", 2)
+    os.write(fd, b"And of Italy?\n")
+    read_until(b">>> ", 3)
+    os.write(fd, b"/bye\n")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    text = out.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "Paris" in text.split(">>> ")[1]
+    stats = re.findall(r"prompt: (\d+) tokens \((\d+) cached\)", text)
+    assert len(stats) == 2
+    (first, _), (second, cached) = [(int(a), int(b)) for a, b in stats]
+    assert second > first + 5 and cached >= first, "the second turn carries (and reuses) the first"
+
+
+def test_show_prints_the_model_card(default_model: Path) -> None:
+    done = edgellm("show", "default")
+    assert done.returncode == 0
+    for word in ("architecture", "llama", "parameters", "Q4_1", "context length", "layers", "vocabulary",
+                 "chat template", "<|im_start|>"):
+        assert word in done.stdout
+
+
+def test_show_json_matches_the_file(default_model: Path) -> None:
+    import gguf
+
+    info = json.loads(edgellm("show", str(default_model), "--json").stdout)
+    reader = gguf.GGUFReader(default_model)
+    field = lambda key: reader.get_field(key).contents()  # noqa: E731
+    assert info["architecture"] == field("general.architecture") == "llama"
+    assert info["block_count"] == field("llama.block_count")
+    assert info["head_count"] == field("llama.attention.head_count")
+    assert info["head_count_kv"] == field("llama.attention.head_count_kv")
+    assert info["context_length"] == field("llama.context_length")
+    assert info["vocab_size"] == len(reader.get_field("tokenizer.ggml.tokens").data)
+    assert info["parameters"] == sum(int(t.n_elements) for t in reader.tensors)
+    assert info["file_size"] == default_model.stat().st_size
+    assert info["file_type"] == "Q4_1"
+    assert info["chat_template"] == field("tokenizer.chat_template")
