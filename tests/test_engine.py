@@ -119,7 +119,8 @@ def test_second_turn_reuses_the_cached_prefix(engine: Engine) -> None:
 
 
 def test_max_tokens_stops_with_length(engine: Engine) -> None:
-    turn = engine.chat([{"role": "user", "content": "Tell me a long story."}], SamplingParams(temperature=0, max_tokens=5))
+    ask = [{"role": "user", "content": "Tell me a long story."}]
+    turn = engine.chat(ask, SamplingParams(temperature=0, max_tokens=5))
     turn.result()
     assert turn.stats.generated_tokens == 5 and turn.stats.stop_reason == "length"
 
@@ -134,7 +135,8 @@ def test_multibyte_characters_are_never_cut(engine: Engine) -> None:
     assert "".join(decoder.decode(p) for p in partial) == text
     # and in a real streamed turn: the pieces decode exactly as the whole answer's bytes do
     # (a tiny model may itself emit invalid byte sequences; those show as U+FFFD in both)
-    turn = engine.chat([{"role": "user", "content": "请用中文回答：你好吗？"}], SamplingParams(temperature=0, max_tokens=40))
+    ask = [{"role": "user", "content": "请用中文回答：你好吗？"}]
+    turn = engine.chat(ask, SamplingParams(temperature=0, max_tokens=40))
     pieces = list(turn)
     assert any(len(p.encode()) > len(p) for p in pieces), "the answer has multi-byte characters"
     assert "".join(pieces) == engine.detokenize(turn.tokens)
