@@ -1,0 +1,115 @@
+"""The "read" step: a model folder → a Checkpoint (config + tensors read lazily), without torch.
+
+A reader is a module in this package with ``open_checkpoint(folder) -> Checkpoint | None``
+(None: "not my kind of folder"). `open_checkpoint` below tries the modules in ``SOURCES`` order, so
+safetensors wins over pickled .bin when a folder has both. To add a reader (Meta consolidated
+shards, a PEFT LoRA merged into a base) write the module and add its name to ``SOURCES``; its
+tensors only need the small `TensorRef` protocol, so they may be computed (a merged delta) rather
+than read. A reader whose Q/K rows are already in Meta's rotary layout sets
+``hf_rope_layout=False`` and the llama family will not un-permute them."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from quantize.errors import CheckpointError, ConfigError
+
+SOURCES = ("safetensors", "torch_pickle")
+
+
+@runtime_checkable
+class TensorRef(Protocol):
+    """One tensor of a checkpoint, readable a block of rows at a time."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # safetensors spelling: "F32", "F16", "BF16", ... (only the first three convert)
+    file: Path  # where it lives, for error messages
+
+    @property
+    def locator(self) -> tuple[str, int]:
+        """(file, byte offset): tensors are streamed in this order, so reads are sequential."""
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of the first axis, C-contiguous (bf16 as uint16); may be a read-only
+        view of a mapped file, valid until `release` of those rows."""
+
+    def release(self, start: int, stop: int) -> None:
+        """Rows [start, stop) are written: a mapped reader drops their pages; others do nothing."""
+
+
+@dataclass
+class Checkpoint:
+    """A model folder as the pipeline sees it: HF-style config and tensors under HF names."""
+
+    folder: Path
+    config: dict[str, Any]
+    tensors: dict[str, TensorRef]
+    weights_label: str  # the weight files, as messages name them
+    config_path: Path = field(default=Path("config.json"))
+    hf_rope_layout: bool = True
+
+    def file(self, name: str) -> Path | None:
+        path = self.folder / name
+        return path if path.is_file() else None
+
+    def json(self, name: str) -> dict[str, Any]:
+        """An optional JSON file of the folder ({} when absent); a broken one is an error."""
+        path = self.file(name)
+        return read_json(path) if path else {}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(_nbytes(t) for t in self.tensors.values())
+
+
+def _nbytes(ref: TensorRef) -> int:
+    n = 1
+    for d in ref.shape:
+        n *= d
+    return n * {"F32": 4, "F16": 2, "BF16": 2}.get(ref.dtype, 4)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read it ({err.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not valid JSON ({err}); re-download it") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_config(folder: Path) -> tuple[dict[str, Any], Path]:
+    """config.json of an HF model folder (required: it says what the model is)."""
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ConfigError(
+            f"{folder}: no config.json, so this is not a Hugging Face model folder "
+            "(download the whole repository, config.json and tokenizer files included)"
+        )
+    return read_json(path), path
+
+
+def open_checkpoint(folder: str | Path) -> Checkpoint:
+    """The checkpoint in ``folder``, from the first reader in ``SOURCES`` that recognises it."""
+    folder = Path(folder).expanduser()
+    if not folder.exists():
+        raise CheckpointError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: not a folder (give the model folder with config.json and weights)")
+    for name in SOURCES:
+        ckpt = importlib.import_module(f"{__name__}.{name}").open_checkpoint(folder)
+        if ckpt is not None:
+            return ckpt
+    raise CheckpointError(
+        f"{folder}: no weights found (expected *.safetensors or pytorch_model*.bin, with their index if sharded)"
+    )

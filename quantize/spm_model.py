@@ -1,0 +1,115 @@
+"""Read a SentencePiece ``tokenizer.model`` (a protobuf ModelProto) without protobuf installed.
+
+Only what the GGUF needs: every piece with its score and type, and the normalizer flags that
+change tokenization (add_dummy_prefix → tokenizer.ggml.add_space_prefix)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gguf
+
+# sentencepiece_model.proto: SentencePiece.Type → GGUF token type
+_PIECE_TYPES = {
+    1: gguf.TokenType.NORMAL,
+    2: gguf.TokenType.UNKNOWN,
+    3: gguf.TokenType.CONTROL,
+    4: gguf.TokenType.USER_DEFINED,
+    5: gguf.TokenType.UNUSED,
+    6: gguf.TokenType.BYTE,
+}
+
+
+class ProtoError(ValueError):
+    pass
+
+
+@dataclass
+class SpmModel:
+    pieces: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    types: list[int] = field(default_factory=list)
+    model_type: int = 1  # TrainerSpec.ModelType: 1 unigram, 2 bpe
+    byte_fallback: bool = False
+    add_dummy_prefix: bool = True
+    remove_extra_whitespaces: bool = True
+    special_ids: dict[str, int] = field(default_factory=dict)  # unk/bos/eos/pad as trained
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ProtoError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ProtoError("varint too long")
+
+
+def _fields(buf: bytes):  # noqa: ANN202 - yields (field number, wire type, value)
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = buf[pos : pos + 8], pos + 8
+        elif wire == 2:
+            n, pos = _varint(buf, pos)
+            value, pos = buf[pos : pos + n], pos + n
+        elif wire == 5:
+            value, pos = buf[pos : pos + 4], pos + 4
+        else:
+            raise ProtoError(f"unsupported wire type {wire}")
+        if pos > len(buf):
+            raise ProtoError("truncated field")
+        yield number, wire, value
+
+
+def parse(data: bytes) -> SpmModel:
+    model = SpmModel()
+    trainer_ids = {40: "unk", 41: "bos", 42: "eos", 43: "pad"}
+    defaults = {"unk": 0, "bos": 1, "eos": 2, "pad": -1}
+    for number, wire, value in _fields(data):
+        if number == 1 and wire == 2:  # SentencePiece
+            piece, score, kind = "", 0.0, 1
+            for n, w, v in _fields(value):
+                if n == 1 and w == 2:
+                    piece = v.decode("utf-8")
+                elif n == 2 and w == 5:
+                    (score,) = struct.unpack("<f", v)
+                elif n == 3 and w == 0:
+                    kind = v
+            model.pieces.append(piece)
+            model.scores.append(score)
+            model.types.append(int(_PIECE_TYPES.get(kind, gguf.TokenType.NORMAL)))
+        elif number == 2 and wire == 2:  # TrainerSpec
+            for n, w, v in _fields(value):
+                if n == 3 and w == 0:
+                    model.model_type = v
+                elif n == 35 and w == 0:
+                    model.byte_fallback = bool(v)
+                elif n in trainer_ids and w == 0:
+                    defaults[trainer_ids[n]] = v - (1 << 64) if v >= 1 << 63 else v
+        elif number == 3 and wire == 2:  # NormalizerSpec
+            for n, w, v in _fields(value):
+                if n == 3 and w == 0:
+                    model.add_dummy_prefix = bool(v)
+                elif n == 4 and w == 0:
+                    model.remove_extra_whitespaces = bool(v)
+    if not model.pieces:
+        raise ProtoError("no pieces")
+    model.special_ids = {k: v for k, v in defaults.items() if 0 <= v < len(model.pieces)}
+    return model
+
+
+def load(path: Path) -> SpmModel:
+    return parse(path.read_bytes())
