@@ -1,0 +1,321 @@
+"""Prompt-processing and generation speed measured the way llama-bench does, plus time to first
+token through the chat path and peak memory.
+
+pp<N>: N random tokens (BOS first if the model adds one) decoded in n_batch pieces into an empty
+cache, output for the last token only. tg<N>: N single-token decodes from an empty cache, output
+for each. One untimed warm-up of each, then `reps` timed runs; tokens/s is the mean ± sample
+standard deviation of the per-run rates. Each setting runs in a fresh process, so that its peak
+RSS is its own and a llama.cpp abort (e.g. a GPU out of memory) fails one row, not the command."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgellm.engine import Engine, LoadOptions, SamplingParams
+from edgellm.errors import EdgeLLMError
+from edgellm.units import human_count
+
+N_BATCH = 512
+_SEED = 1234
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the benchmark: how the model is loaded and what is measured."""
+
+    threads: int
+    gpu_layers: int = 0
+    n_prompt: int = 512
+    n_gen: int = 128
+    reps: int = 3
+
+
+@dataclass
+class Rate:
+    """Tokens per second of one test (pp or tg) over the repetitions."""
+
+    test: str
+    n_tokens: int
+    samples_s: list[float] = field(default_factory=list)
+
+    @property
+    def samples_ts(self) -> list[float]:
+        return [self.n_tokens / s for s in self.samples_s]
+
+    @property
+    def avg_ts(self) -> float:
+        return float(np.mean(self.samples_ts)) if self.samples_s else 0.0
+
+    @property
+    def stddev_ts(self) -> float:
+        """Sample standard deviation, as llama-bench (0 for a single run)."""
+        return float(np.std(self.samples_ts, ddof=1)) if len(self.samples_s) > 1 else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "test": self.test,
+            "n_tokens": self.n_tokens,
+            "avg_ts": self.avg_ts,
+            "stddev_ts": self.stddev_ts,
+            "samples_ts": self.samples_ts,
+            "samples_ns": [round(s * 1e9) for s in self.samples_s],
+        }
+
+
+@dataclass
+class BenchRow:
+    """Everything measured for one setting."""
+
+    model: str
+    model_type: str
+    file_type: str
+    size: int
+    params: int
+    backend: str
+    setting: Setting
+    pp: Rate
+    tg: Rate
+    ttft_s: list[float]
+    ttft_prompt_tokens: int
+    peak_rss: int
+
+    @property
+    def ttft_avg_s(self) -> float:
+        return float(np.mean(self.ttft_s)) if self.ttft_s else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "model_filename": self.model,
+            "model_type": self.model_type,
+            "file_type": self.file_type,
+            "model_size": self.size,
+            "model_n_params": self.params,
+            "backend": self.backend,
+            "n_threads": self.setting.threads,
+            "n_gpu_layers": self.setting.gpu_layers,
+            "n_batch": N_BATCH,
+            "repetitions": self.setting.reps,
+            "pp": self.pp.to_json(),
+            "tg": self.tg.to_json(),
+            "ttft_prompt_tokens": self.ttft_prompt_tokens,
+            "ttft_avg_ms": self.ttft_avg_s * 1000,
+            "ttft_samples_ms": [s * 1000 for s in self.ttft_s],
+            "peak_rss_bytes": self.peak_rss,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> BenchRow:
+        setting = Setting(d["n_threads"], d["n_gpu_layers"], d["pp"]["n_tokens"], d["tg"]["n_tokens"], d["repetitions"])
+
+        def rate(r: dict) -> Rate:
+            return Rate(r["test"], r["n_tokens"], [ns / 1e9 for ns in r["samples_ns"]])
+
+        return cls(
+            d["model_filename"], d["model_type"], d["file_type"], d["model_size"], d["model_n_params"],
+            d["backend"], setting, rate(d["pp"]), rate(d["tg"]), [ms / 1000 for ms in d["ttft_samples_ms"]],
+            d["ttft_prompt_tokens"], d["peak_rss_bytes"],
+        )  # fmt: skip
+
+
+def peak_rss() -> int:
+    """This process's peak resident set size in bytes."""
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+    except ImportError:  # Windows
+        import psutil
+
+        info = psutil.Process().memory_info()
+        return int(getattr(info, "peak_wset", info.rss))
+
+
+def _backend() -> str:
+    import llama_cpp
+
+    return "GPU" if llama_cpp.llama_supports_gpu_offload() else "CPU"
+
+
+def _random_tokens(rng: np.random.Generator, n: int, n_vocab: int, bos: int | None) -> list[int]:
+    tokens = [int(t) for t in rng.integers(0, n_vocab, n)]
+    if bos is not None and tokens:
+        tokens[0] = bos
+    return tokens
+
+
+def _ttft_prompt(engine: Engine, n_prompt: int) -> list[dict[str, str]]:
+    """A user message from the bundled English text whose chat prompt is about n_prompt tokens."""
+    from importlib import resources
+
+    text = (resources.files("edgellm") / "data" / "eval_en.txt").read_text(encoding="utf-8")
+    overhead = len(engine.prompt_tokens([{"role": "user", "content": ""}]))
+    words = engine.tokenize(text, add_special=False, parse_special=False)[: max(n_prompt - overhead, 1)]
+    return [{"role": "user", "content": engine.detokenize(words)}]
+
+
+def measure(path: Path, setting: Setting, log=None) -> BenchRow:  # noqa: ANN001 (a print-like callable)
+    """Run one setting in this process."""
+    n_ctx = max(setting.n_prompt, setting.n_gen) + 16
+    options = LoadOptions(n_ctx=n_ctx, n_threads=setting.threads, n_gpu_layers=setting.gpu_layers, n_batch=N_BATCH)
+    rng = np.random.default_rng(_SEED)
+    with Engine(path, options) as engine:
+        n_vocab = engine.info.vocab_size
+        added = engine.tokenize("", add_special=True, parse_special=False)
+        bos = added[0] if added else None
+        messages = _ttft_prompt(engine, setting.n_prompt)
+        pp = Rate(f"pp{setting.n_prompt}", setting.n_prompt)
+        tg = Rate(f"tg{setting.n_gen}", setting.n_gen)
+        ttft: list[float] = []
+
+        def prompt_run() -> float:
+            engine.reset()
+            tokens = _random_tokens(rng, setting.n_prompt, n_vocab, bos)
+            t0 = time.perf_counter()
+            engine.logits(tokens, first=len(tokens) - 1)
+            return time.perf_counter() - t0
+
+        def gen_run(n: int) -> float:
+            engine.reset()
+            tokens = _random_tokens(rng, n, n_vocab, bos)
+            t0 = time.perf_counter()
+            for token in tokens:
+                engine.logits([token])
+            return time.perf_counter() - t0
+
+        def first_token_run() -> float:
+            engine.reset()
+            t0 = time.perf_counter()
+            next(iter(engine.chat(messages, SamplingParams(temperature=0, max_tokens=1))), None)
+            return time.perf_counter() - t0
+
+        if setting.n_prompt:
+            prompt_run()  # warm-up, as llama-bench
+        if setting.n_gen:
+            gen_run(1)
+        for i in range(setting.reps):
+            if log:
+                log(f"run {i + 1}/{setting.reps}")
+            if setting.n_prompt:
+                pp.samples_s.append(prompt_run())
+            if setting.n_gen:
+                tg.samples_s.append(gen_run(setting.n_gen))
+            ttft.append(first_token_run())
+        return BenchRow(
+            model=str(engine.path),
+            model_type=_model_type(engine),
+            file_type=engine.info.file_type,
+            size=engine.info.file_size,
+            params=engine.info.parameters,
+            backend=_backend(),
+            setting=setting,
+            pp=pp,
+            tg=tg,
+            ttft_s=ttft,
+            ttft_prompt_tokens=len(engine.prompt_tokens(messages)),
+            peak_rss=peak_rss(),
+        )
+
+
+def _model_type(engine: Engine) -> str:
+    """What llama-bench's model column says: architecture, size class and quantization."""
+    return f"{engine.info.architecture} {human_count(engine.info.parameters)} {engine.info.file_type}"
+
+
+def run_settings(path: Path, settings: list[Setting], progress=None) -> list[BenchRow]:  # noqa: ANN001
+    """Each setting in a fresh `python -m edgellm.benchmark` process; rows in order."""
+    rows = []
+    for i, setting in enumerate(settings, 1):
+        if progress:
+            progress(f"benchmark {i}/{len(settings)}: threads {setting.threads}, gpu layers {setting.gpu_layers}")
+        spec = json.dumps({"model": str(path), "setting": asdict(setting)})
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        done = subprocess.run(
+            [sys.executable, "-m", "edgellm.benchmark", spec], stdout=subprocess.PIPE, text=True, env=env, check=False
+        )
+        try:
+            answer = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
+        except json.JSONDecodeError:
+            answer = {}
+        if "error" in answer:
+            raise EdgeLLMError(answer["error"])
+        if done.returncode != 0 or "row" not in answer:
+            how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit code {done.returncode}"
+            raise EdgeLLMError(
+                f"{path}: the benchmark process for threads={setting.threads}, gpu layers={setting.gpu_layers} "
+                f"died ({how}); rerun `edgellm run {path} hi --verbose` to see llama.cpp's reason"
+            )
+        rows.append(BenchRow.from_json(answer["row"]))
+    return rows
+
+
+def _worker(spec: str) -> int:
+    """Child side of run_settings: one setting, one JSON line on stdout."""
+    request = json.loads(spec)
+
+    def log(msg: str) -> None:
+        print(f"  {msg}", file=sys.stderr, flush=True)
+
+    try:
+        row = measure(Path(request["model"]), Setting(**request["setting"]), log)
+    except EdgeLLMError as err:
+        print(json.dumps({"error": str(err)}))
+        return 1
+    print(json.dumps({"row": row.to_json()}))
+    return 0
+
+
+def format_size(n: int) -> str:
+    """llama-bench's size column: MiB below 1 GiB, GiB above."""
+    return f"{n / 2**20:.2f} MiB" if n < 2**30 else f"{n / 2**30:.2f} GiB"
+
+
+def format_params(n: int) -> str:
+    return f"{n / 1e6:.2f} M" if n < 1e9 else f"{n / 1e9:.2f} B"
+
+
+def markdown_table(header: list[str], body: list[list[str]], left: int = 1) -> str:
+    """A padded markdown table; the first ``left`` columns are text, the others right-aligned numbers."""
+    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        padded = (c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) if i < left else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(header), rule, *(line(row) for row in body)])
+
+
+def table(rows: list[BenchRow]) -> str:
+    """One row per setting, laid out like llama-bench's table."""
+    if not rows:
+        return ""
+    s = rows[0].setting
+    header = ["model", "size", "params", "backend", "threads", "ngl"]
+    header += [f"pp{s.n_prompt} t/s", f"tg{s.n_gen} t/s", f"TTFT ms ({rows[0].ttft_prompt_tokens} tok)", "peak RSS"]
+    body = [
+        [
+            r.model_type, format_size(r.size), format_params(r.params), r.backend, str(r.setting.threads),
+            str(r.setting.gpu_layers), _rate(r.pp), _rate(r.tg), f"{r.ttft_avg_s * 1000:.0f}",
+            format_size(r.peak_rss),
+        ]
+        for r in rows
+    ]  # fmt: skip
+    return markdown_table(header, body, left=1)
+
+
+def _rate(r: Rate) -> str:
+    return f"{r.avg_ts:.2f} ± {r.stddev_ts:.2f}" if r.samples_s and not math.isnan(r.avg_ts) else "-"
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1]))

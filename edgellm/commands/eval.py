@@ -1,0 +1,101 @@
+"""`edgellm eval MODEL [--ref REF.gguf] [--text FILE]`: perplexity and KL divergence as
+llama-perplexity computes them, on the bundled public-domain text or the user's file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import TextIO
+
+from edgellm.evaluate import EvalPlan, EvalResult, OnChunk, compare, perplexity, prepare_reference
+from edgellm.resolve import resolve_model
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="perplexity and KL divergence against a reference model (llama-perplexity's definitions)",
+        description="Scores the second half of every --ctx-token chunk of the text, as llama-perplexity does. "
+        "With --ref: KL divergence of MODEL from REF's next-token distributions, the fraction of positions "
+        "where both pick the same top token, and PPL(MODEL)/PPL(REF).",
+    )
+    p.add_argument("model", help="`default`, a model name or a path to a .gguf file")
+    p.add_argument("--ref", metavar="REF.gguf", help="reference model (e.g. the f16 the model was quantized from)")
+    p.add_argument(
+        "--text",
+        default="bundled",
+        metavar="FILE",
+        help="UTF-8 text to score, or bundled, bundled:en, bundled:zh (default: bundled English + Chinese)",
+    )
+    p.add_argument("--ctx", type=int, default=512, metavar="N", help="tokens per chunk (default 512, as llama.cpp)")
+    p.add_argument("--chunks", type=int, default=None, metavar="N", help="score only the first N chunks")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: physical cores)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=run)
+
+
+def chunk_progress(out: TextIO = sys.stderr) -> OnChunk:
+    """Progress of a scoring pass: chunks, tokens/s and ETA; redrawn in place on a terminal,
+    a line every 10 s otherwise (logs, CI)."""
+    last = [0.0]
+    tty = out.isatty()
+
+    def show(what: str, done: int, total: int, tokens: int, seconds: float) -> None:
+        now = time.monotonic()
+        if not tty and done < total and now - last[0] < 10:
+            return
+        last[0] = now
+        rate = tokens / seconds if seconds else 0.0
+        eta = seconds / done * (total - done)
+        line = f"{what}: chunk {done}/{total}, {rate:,.0f} tok/s, " + (
+            f"ETA {eta // 60:.0f}:{eta % 60:02.0f}" if done < total else f"done in {seconds:.1f} s"
+        )
+        out.write(f"\r{line}\x1b[K" if tty else line + "\n")
+        if tty and done == total:
+            out.write("\n")
+        out.flush()
+
+    return show
+
+
+def report_lines(r: EvalResult) -> list[str]:
+    """llama-perplexity's summary, in its wording."""
+    lines = [
+        f"model           {r.model} ({r.file_type})",
+        f"text            {r.text}: {r.chunks} chunks of {r.n_ctx} tokens, {r.positions} positions scored",
+        f"PPL             {r.ppl.value:.4f} ± {r.ppl.error:.4f}",
+    ]
+    if r.ppl_ref is None or r.ppl_ratio is None or r.kld is None or r.same_top is None or r.rms_dp is None:
+        return lines
+    delta = r.delta_ppl_percent
+    lines[1:1] = [f"reference       {r.reference} ({r.reference_file_type})"]
+    lines += [
+        f"PPL(ref)        {r.ppl_ref.value:.4f} ± {r.ppl_ref.error:.4f}",
+        f"ln(PPL/PPL(ref)) {r.ln_ppl_ratio}",
+        f"PPL/PPL(ref)    {r.ppl_ratio.value:.6f} ± {r.ppl_ratio.error:.6f}"
+        + (f"  ({delta.value:+.3f} ± {delta.error:.3f} %)" if delta else ""),
+        f"Mean KLD        {r.kld}",
+        *(f"{name + '%':<7} KLD     {value:.6f}" for name, value in r.kld_percentiles.items()),
+        f"Maximum KLD     {r.kld_max:.6f}",
+        f"RMS Δp          {100 * r.rms_dp.value:.3f} ± {100 * r.rms_dp.error:.3f} %",
+        f"Same top p      {100 * r.same_top.value:.3f} ± {100 * r.same_top.error:.3f} %",
+    ]
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = EvalPlan(text_spec=args.text, n_ctx=args.ctx, max_chunks=args.chunks, threads=args.threads)
+    model = resolve_model(args.model)
+    progress = chunk_progress()
+    if args.ref:
+        with prepare_reference(plan, resolve_model(args.ref), progress) as ref:
+            result = compare(plan, model, ref, progress)
+    else:
+        result = perplexity(plan, model, progress)
+    if args.json:
+        print(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
+    else:
+        print("\n".join(report_lines(result)))
+    return 0
