@@ -29,8 +29,14 @@ READERS: dict[str, str] = {
     "spm": "quantize.vocab:load_spm",
     "llama-hf": "quantize.vocab:load_llama_hf",
     "tiktoken": "quantize.vocab_tiktoken:load_tiktoken",
+    "byte-level-hf": "quantize.vocab_bpe:load_byte_level_hf",
 }
-READER_FILES = {"spm": "tokenizer.model", "llama-hf": "tokenizer.json", "tiktoken": "*.tiktoken"}
+READER_FILES = {
+    "spm": "tokenizer.model",
+    "llama-hf": "tokenizer.json",
+    "tiktoken": "qwen.tiktoken",
+    "byte-level-hf": "tokenizer.json",
+}
 
 
 @dataclass

@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
 
-from edgellm.errors import BadModelFile
+from quantize.errors import VocabMismatch
+from quantize.vocab import Vocab, chat_template
 
 TIKTOKEN_FILE = "qwen.tiktoken"
 PRE_TOKENIZER = "qwen2"  # llama.cpp's name for Qwen's split regex (identical for Qwen-1 and Qwen1.5)
@@ -40,27 +40,12 @@ def byte_level(token: bytes) -> str:
     return token.decode("latin-1").translate(_byte_to_unicode())
 
 
-@dataclass(frozen=True)
-class ByteLevelVocab:
-    """What a GGUF `gpt2` tokenizer needs: tokens by id, their types, merges by priority."""
-
-    tokens: list[str]
-    token_types: list[gguf.TokenType]
-    merges: list[str]
-    special_ids: dict[str, int]  # token text -> id, for the special tokens
-    pre: str = PRE_TOKENIZER
-
-
 def read_ranks(path: Path) -> list[bytes]:
     """The token bytes of a `.tiktoken` file (one `base64 rank` per line), indexed by rank."""
     try:
         lines = path.read_bytes().splitlines()
-    except FileNotFoundError:
-        raise BadModelFile(
-            path, "missing: Qwen-1 checkpoints ship qwen.tiktoken beside config.json; copy it from the original download"
-        ) from None
     except OSError as err:
-        raise BadModelFile(path, f"cannot read the tokenizer ({err.strerror})") from None
+        raise VocabMismatch(f"{path}: cannot read the tokenizer ({err.strerror})") from None
     tokens: list[bytes] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -71,12 +56,12 @@ def read_ranks(path: Path) -> list[bytes]:
             if int(rank) != len(tokens) or not token:
                 raise ValueError
         except (ValueError, binascii.Error):
-            raise BadModelFile(
-                path, f"line {number} is not 'base64-token rank' with ranks 0, 1, 2, ... in order; re-download it"
+            raise VocabMismatch(
+                f"{path}: line {number} is not 'base64-token rank' with ranks 0, 1, 2, ... in order; re-download it"
             ) from None
         tokens.append(token)
     if sorted(tokens[:256]) != [bytes([b]) for b in range(256)]:
-        raise BadModelFile(path, "ranks 0-255 must be the 256 single bytes; this is not a byte-level BPE vocabulary")
+        raise VocabMismatch(f"{path}: ranks 0-255 are not the 256 single bytes; not a byte-level BPE vocabulary")
     return tokens
 
 
@@ -116,25 +101,32 @@ def derive_merges(tokens: list[bytes], source: Path) -> list[tuple[bytes, bytes]
             continue
         merge = _final_merge(ranks, token, rank)
         if merge is None:
-            raise BadModelFile(source, f"token of rank {rank} cannot be built from lower-ranked tokens; re-download it")
+            raise VocabMismatch(f"{source}: token of rank {rank} is not two lower-ranked tokens joined; re-download it")
         merges.append(merge)
     return merges
 
 
-def qwen_vocab(path: Path, vocab_size: int, config: Path) -> ByteLevelVocab:
-    """Qwen-1's vocabulary: the ranks, then the special tokens, padded to ``vocab_size`` (the
-    embedding rows) with unused `[PAD{id}]` tokens so ids and rows line up."""
+def load_tiktoken(folder: Path) -> Vocab | None:
+    """Qwen-1's vocabulary: the ranks, then Qwen's special tokens (defined in its tokenizer code,
+    not in the file) as control tokens. Padding up to the embedding rows is the family's job."""
+    path = folder / TIKTOKEN_FILE
+    if not path.is_file():
+        return None
     ranked = read_ranks(path)
     merges = [f"{byte_level(a)} {byte_level(b)}" for a, b in derive_merges(ranked, path)]
     tokens = [byte_level(t) for t in ranked] + list(SPECIAL_TOKENS)
-    if vocab_size < len(tokens):
-        raise BadModelFile(
-            config,
-            f"vocab_size {vocab_size} is smaller than the tokenizer's {len(tokens)} tokens ({path.name} + "
-            "Qwen's special tokens); the config does not belong to this tokenizer",
-        )
-    types = [gguf.TokenType.NORMAL] * len(ranked) + [gguf.TokenType.CONTROL] * len(SPECIAL_TOKENS)
-    tokens += [f"[PAD{i}]" for i in range(len(tokens), vocab_size)]
-    types += [gguf.TokenType.UNUSED] * (vocab_size - len(types))
-    special_ids = {text: len(ranked) + i for i, text in enumerate(SPECIAL_TOKENS)}
-    return ByteLevelVocab(tokens=tokens, token_types=types, merges=merges, special_ids=special_ids)
+    types = [int(gguf.TokenType.NORMAL)] * len(ranked) + [int(gguf.TokenType.CONTROL)] * len(SPECIAL_TOKENS)
+    ids = {text: len(ranked) + i for i, text in enumerate(SPECIAL_TOKENS)}
+    return Vocab(
+        model="gpt2",
+        tokens=tokens,
+        scores=[0.0] * len(tokens),
+        types=types,
+        source=str(path),
+        pre=PRE_TOKENIZER,
+        merges=merges,
+        # Qwen-1 has no BOS; <|endoftext|> ends documents, <|im_end|> ends chat turns
+        special={"bos": ids[ENDOFTEXT], "eos": ids[ENDOFTEXT], "eot": ids[IM_END], "pad": ids[ENDOFTEXT]},
+        add_special={"bos": False, "eos": False},
+        chat_template=chat_template(folder),
+    )
