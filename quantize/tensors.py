@@ -94,6 +94,10 @@ class TensorPlan:
         return prod(self.shape) * _NUMPY_OF[self.out_type].itemsize
 
     @property
+    def source_itemsize(self) -> int:
+        return SOURCE_DTYPES[self.source.dtype].itemsize
+
+    @property
     def numpy_dtype(self) -> np.dtype:
         return _NUMPY_OF[self.out_type]
 

@@ -1,0 +1,108 @@
+"""The "quantize" step: llama.cpp's own quantizer (`llama_model_quantize`) on all cores.
+
+llama.cpp aborts the process (no exception) on some bad inputs, so the input is validated by
+`edgellm.gguf_file.inspect` first. The call runs on a worker thread (ctypes releases the GIL);
+the main thread draws progress from the growing output file and stays responsive to Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+
+from edgellm import gguf_file
+from quantize.errors import OutputError
+from quantize.progress import Progress
+
+F = gguf.LlamaFileType
+
+
+@dataclass(frozen=True)
+class FileType:
+    """A llama.cpp file type: its name, llama_ftype and approximate bits per weight (block sizes,
+    plus the tensors llama.cpp keeps at higher precision in a mix; for disk checks and progress)."""
+
+    name: str
+    ftype: F
+    bpw: float
+
+    @property
+    def is_float(self) -> bool:
+        return self.name in ("f32", "f16", "bf16")
+
+
+FILE_TYPES: dict[str, FileType] = {
+    t.name: t
+    for t in (
+        FileType("f32", F.ALL_F32, 32.0),
+        FileType("f16", F.MOSTLY_F16, 16.0),
+        FileType("bf16", F.MOSTLY_BF16, 16.0),
+        FileType("q8_0", F.MOSTLY_Q8_0, 8.5),
+        FileType("q4_0", F.MOSTLY_Q4_0, 4.5),
+        FileType("q4_1", F.MOSTLY_Q4_1, 5.0),
+        FileType("q5_0", F.MOSTLY_Q5_0, 5.5),
+        FileType("q5_1", F.MOSTLY_Q5_1, 6.0),
+        FileType("q2_k", F.MOSTLY_Q2_K, 3.0),
+        FileType("q3_k_s", F.MOSTLY_Q3_K_S, 3.50),
+        FileType("q3_k_m", F.MOSTLY_Q3_K_M, 3.9),
+        FileType("q3_k_l", F.MOSTLY_Q3_K_L, 4.3),
+        FileType("q4_k_s", F.MOSTLY_Q4_K_S, 4.6),
+        FileType("q4_k_m", F.MOSTLY_Q4_K_M, 4.85),
+        FileType("q5_k_s", F.MOSTLY_Q5_K_S, 5.55),
+        FileType("q5_k_m", F.MOSTLY_Q5_K_M, 5.7),
+        FileType("q6_k", F.MOSTLY_Q6_K, 6.56),
+        FileType("iq4_nl", F.MOSTLY_IQ4_NL, 4.5),
+        FileType("iq4_xs", F.MOSTLY_IQ4_XS, 4.25),
+    )
+}
+DEFAULT_TYPE = "q4_k_m"
+
+
+def parse_types(text: str) -> list[FileType]:
+    """``"Q4_K_M,q8_0"`` → file types, case-insensitive, duplicates dropped, order kept."""
+    found: list[FileType] = []
+    for part in text.split(","):
+        name = part.strip().lower()
+        if name not in FILE_TYPES:
+            raise OutputError(f"unknown type '{part.strip()}'; choose from: {', '.join(FILE_TYPES)}")
+        if FILE_TYPES[name] not in found:
+            found.append(FILE_TYPES[name])
+    if not found:
+        raise OutputError(f"no type given; choose from: {', '.join(FILE_TYPES)}")
+    return found
+
+
+def quantize_file(src: Path, dst: Path, ftype: FileType, *, threads: int | None = None, progress: bool = True) -> None:
+    """``src`` (a float GGUF) → ``dst`` in ``ftype`` by llama.cpp; ``dst`` is written in place
+    (callers pass a temporary name)."""
+    import llama_cpp
+
+    from edgellm import llama_log
+
+    info = gguf_file.inspect(src)  # raises on anything llama.cpp would abort on
+    llama_log.install(verbose=False)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.nthread = threads or os.cpu_count() or 1
+    params.ftype = int(ftype.ftype)
+    expected = max(1, int(info.parameters * ftype.bpw / 8))
+    result: list[int] = []
+
+    def work() -> None:
+        result.append(llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params))
+
+    marker = llama_log.mark()
+    worker = threading.Thread(target=work, name="llama-quantize", daemon=True)
+    with Progress(f"{ftype.name}", expected, enabled=progress) as bar:
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.2)
+            with contextlib.suppress(FileNotFoundError):
+                bar.set(min(dst.stat().st_size, expected))
+        if not result or result[0] != 0:
+            problems = llama_log.problems_since(marker)
+            why = problems[-1].strip() if problems else f"error code {result[0] if result else '?'}"
+            raise OutputError(f"{src}: llama.cpp could not quantize it to {ftype.name}: {why}")
