@@ -36,3 +36,8 @@ def config_dir() -> Path:
 def cache_dir() -> Path:
     """Anything that can be rebuilt or downloaded again."""
     return _base("XDG_CACHE_HOME", ".cache", "cache")
+
+
+def models_dir() -> Path:
+    """The model store: one folder per model name, GGUF files inside (see edgellm.store)."""
+    return data_dir() / "models"

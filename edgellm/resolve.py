@@ -1,14 +1,41 @@
-"""Turn what a user typed as MODEL into a GGUF path."""
+"""Turn what a user typed as MODEL into a GGUF path: `default`, a path, or a store name."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from edgellm.default_model import default_model_path
+from edgellm.errors import EdgeLLMError
+
+
+def looks_like_path(text: str) -> bool:
+    """A path names a file (used in place, never copied); anything else is a model name."""
+    return (
+        "/" in text
+        or os.sep in text
+        or text.startswith(("~", "."))
+        or text.lower().endswith(".gguf")
+        or (os.path.isfile(text) and ":" not in text)
+    )
 
 
 def resolve_model(name: str) -> Path:
-    """`default`, or a path to a .gguf file (used in place, never copied)."""
+    """`default`, a path to a .gguf file, or `NAME[:TYPE]` of a pulled model."""
     if name == "default":
         return default_model_path()
-    return Path(name).expanduser()
+    if looks_like_path(name):
+        return Path(name).expanduser()
+    from edgellm import registry
+    from edgellm.store import Store, parse_ref
+
+    ref = parse_ref(name)
+    known = registry.load()
+    entry = known.get(ref.name)
+    found = Store().find(ref, prefer=entry.recommended if entry else None)
+    if found is not None:
+        return found.path
+    if entry is not None:
+        raise EdgeLLMError(f"{ref} is not downloaded yet: run `edgellm pull {ref}` (or `edgellm plan {ref.name}`)")
+    known.lookup(ref.name)  # raises, with suggestions
+    raise AssertionError("unreachable")

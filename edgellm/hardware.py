@@ -1,0 +1,81 @@
+"""What this machine has to run a model with: RAM (psutil) and, in a GPU build, VRAM.
+
+VRAM is read from `nvidia-smi` (the one tool every NVIDIA driver ships) and only when llama.cpp
+was built with GPU offload; a CPU build has no VRAM to plan for, whatever the hardware."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import psutil
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    total: int  # bytes
+    free: int
+
+
+@dataclass(frozen=True)
+class Machine:
+    ram_total: int
+    ram_available: int
+    gpu_offload: bool  # llama.cpp can offload layers (CUDA / Metal / Vulkan build)
+    gpus: tuple[Gpu, ...] = ()
+
+    @property
+    def vram_free(self) -> int:
+        return sum(g.free for g in self.gpus) if self.gpu_offload else 0
+
+    @property
+    def vram_total(self) -> int:
+        return sum(g.total for g in self.gpus) if self.gpu_offload else 0
+
+
+def parse_nvidia_smi(text: str) -> tuple[Gpu, ...]:
+    """Rows of `nvidia-smi --query-gpu=name,memory.total,memory.free --format=csv,noheader,nounits`
+    (MiB), e.g. `NVIDIA H200, 143771, 143252`; rows that do not parse are skipped."""
+    gpus = []
+    for line in text.splitlines():
+        name, _, rest = line.rpartition(",")  # the name may itself hold commas
+        name, _, total = name.rpartition(",")
+        try:
+            gpus.append(Gpu(name.strip(), int(float(total)) * MIB, int(float(rest)) * MIB))
+        except ValueError:
+            continue
+    return tuple(gpus)
+
+
+def nvidia_gpus(exe: str = "nvidia-smi") -> tuple[Gpu, ...]:
+    path = shutil.which(exe)
+    if path is None:
+        return ()
+    try:
+        out = subprocess.run(
+            [path, "--query-gpu=name,memory.total,memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return parse_nvidia_smi(out)
+
+
+def gpu_offload_supported() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def probe() -> Machine:
+    """This machine, now."""
+    vm = psutil.virtual_memory()
+    offload = gpu_offload_supported()
+    return Machine(vm.total, vm.available, offload, nvidia_gpus() if offload else ())

@@ -1,0 +1,357 @@
+"""Will it fit? Memory for a model, quantization and context, before anything is downloaded.
+
+Memory = weights + KV cache + compute buffers, as llama.cpp allocates them (CPU backend):
+- weights: the GGUF's tensor bytes, or parameters x bits-per-weight for a file not made yet;
+- KV cache: 2 (K and V) x layers x kv_heads x head_dim x context x bytes per element (f16: 2);
+- compute: the largest live set of llama.cpp's graph for one 512-token micro-batch, the biggest of
+  the logits (vocab x tokens), the attention scores (heads x context x tokens, plus the mask) and the
+  feed-forward activations, all f32. tests/store/test_planner_vs_llama.py holds these to within
+  10% of the buffer sizes llama.cpp reports for real models."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from edgellm.errors import EdgeLLMError
+from edgellm.hardware import Machine, probe
+from edgellm.registry import ModelEntry, Shape
+from edgellm.units import human_bytes
+
+# Average bits per weight of llama.cpp's quantization mixes (file size x 8 / parameters of its
+# Llama-2-7B files): K-quant "_M"/"_S" mixes keep some tensors at higher precision.
+BITS_PER_WEIGHT: dict[str, float] = {
+    "Q2_K": 3.35,
+    "Q3_K_S": 3.50,
+    "Q3_K_M": 3.91,
+    "Q3_K_L": 4.27,
+    "Q4_0": 4.55,
+    "Q4_1": 5.00,
+    "Q4_K_S": 4.58,
+    "Q4_K_M": 4.85,
+    "Q5_0": 5.54,
+    "Q5_1": 6.00,
+    "Q5_K_S": 5.54,
+    "Q5_K_M": 5.69,
+    "Q6_K": 6.56,
+    "Q8_0": 8.50,
+    "F16": 16.0,
+    "BF16": 16.0,
+    "F32": 32.0,
+}
+# The types `edgellm plan` lists, smallest first.
+PLAN_TYPES = ("Q2_K", "Q3_K_M", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16")
+
+F32 = 4
+UBATCH = 512
+RAM_HEADROOM = 512 << 20  # the OS, the Python runtime and llama.cpp's own bookkeeping
+VRAM_HEADROOM_FRACTION = 0.10  # driver, fragmentation, other programs' windows
+MIN_VRAM_HEADROOM = 512 << 20
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The dimensions memory depends on."""
+
+    layers: int
+    embedding: int
+    heads: int
+    kv_heads: int
+    head_dim_k: int
+    head_dim_v: int
+    ffn: int
+    vocab: int
+    context: int  # trained context length
+
+    @classmethod
+    def from_shape(cls, shape: Shape, context: int) -> Geometry:
+        return cls(
+            shape.layers,
+            shape.embedding,
+            shape.heads,
+            shape.kv_heads,
+            shape.head_dim,
+            shape.head_dim,
+            shape.ffn,
+            shape.vocab,
+            context,
+        )
+
+    @classmethod
+    def from_gguf(cls, info) -> Geometry:  # noqa: ANN001 - gguf_file.GGUFInfo
+        arch, meta = info.architecture, info.metadata
+
+        def num(key: str, default: int) -> int:
+            value = meta.get(f"{arch}.{key}")
+            return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+        head_dim = info.embedding_length // info.head_count
+        ffn = num("feed_forward_length", 4 * info.embedding_length)
+        return cls(
+            info.block_count,
+            info.embedding_length,
+            info.head_count,
+            info.head_count_kv,
+            num("attention.key_length", head_dim),
+            num("attention.value_length", head_dim),
+            ffn,
+            info.vocab_size or num("vocab_size", 32000),
+            info.context_length,
+        )
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Weight bytes: in total, per repeating layer, and the output head (offloaded last)."""
+
+    total: int
+    per_layer: int
+    output: int
+
+    @classmethod
+    def from_gguf(cls, path: Path, layers: int) -> Weights:
+        import gguf
+
+        reader = gguf.GGUFReader(path, "r")
+        blocks = output = total = 0
+        for t in reader.tensors:
+            n = int(t.n_bytes)
+            total += n
+            if t.name.startswith("blk."):
+                blocks += n
+            elif t.name.startswith("output"):
+                output += n
+        return cls(total, blocks // max(layers, 1), output)
+
+    @classmethod
+    def from_params(cls, shape: Shape, qtype: str) -> Weights:
+        bits = BITS_PER_WEIGHT.get(qtype)
+        if bits is None:
+            raise EdgeLLMError(f"no size estimate for quantization type {qtype} (known: {', '.join(BITS_PER_WEIGHT)})")
+        total = int(shape.params * bits / 8)
+        embeddings = shape.vocab * shape.embedding * bits / 8
+        per_layer = int(max(total - 2 * embeddings, 0) / shape.layers)
+        return cls(total, per_layer, int(embeddings))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes a model needs, split between RAM and VRAM."""
+
+    weights: int
+    kv_cache: int
+    compute: int
+    ctx: int
+    gpu_layers: int = 0
+    vram: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.compute
+
+    @property
+    def ram(self) -> int:
+        return self.total - self.vram + (self.compute if self.vram else 0)
+
+    def breakdown(self) -> str:
+        return (
+            f"weights {human_bytes(self.weights)} + KV cache {human_bytes(self.kv_cache)} "
+            f"+ compute {human_bytes(self.compute)}"
+        )
+
+
+def padded_context(ctx: int) -> int:
+    """llama.cpp rounds the KV cache up to a multiple of 256 cells."""
+    return max(256, math.ceil(ctx / 256) * 256)
+
+
+def kv_cache_bytes(geom: Geometry, ctx: int, *, kv_bytes: int = 2, layers: int | None = None) -> int:
+    """2 (K and V) x layers x kv_heads x head_dim x context x bytes per element."""
+    n_layers = geom.layers if layers is None else layers
+    per_token = geom.kv_heads * (geom.head_dim_k + geom.head_dim_v)
+    return n_layers * per_token * padded_context(ctx) * kv_bytes
+
+
+def compute_bytes(geom: Geometry, ctx: int, *, n_batch: int = UBATCH, flash_attn: bool = False) -> int:
+    """The largest set of f32 activations alive at once while evaluating one micro-batch."""
+    n_kv = padded_context(ctx)
+    tokens = min(n_batch, n_kv)
+    kv_dim = geom.kv_heads * geom.head_dim_v
+    residual = 5 * geom.embedding + 2 * kv_dim  # stream, norm, Q, attention out, K/V of the batch
+    logits = geom.vocab + 6 * geom.embedding
+    ffn = 3 * geom.ffn + 2 * geom.embedding
+    scores = n_kv // 2 + 4 * geom.embedding if flash_attn else geom.heads * n_kv + n_kv  # FA: f16 mask and Q only
+    attention = scores + residual
+    return max(logits, ffn, attention) * tokens * F32
+
+
+def estimate(
+    geom: Geometry,
+    weights: Weights,
+    ctx: int,
+    *,
+    gpu_layers: int = 0,
+    kv_bytes: int = 2,
+    flash_attn: bool = False,
+    n_batch: int = UBATCH,
+) -> Estimate:
+    """Memory for ``ctx`` tokens with ``gpu_layers`` of the layers on the GPU (-1: all)."""
+    layers_on_gpu = geom.layers if gpu_layers < 0 else min(gpu_layers, geom.layers)
+    compute = compute_bytes(geom, ctx, n_batch=n_batch, flash_attn=flash_attn)
+    kv = kv_cache_bytes(geom, ctx, kv_bytes=kv_bytes)
+    vram = 0
+    if layers_on_gpu > 0:
+        head = weights.output if gpu_layers < 0 or gpu_layers > geom.layers else 0
+        vram = (
+            weights.per_layer * layers_on_gpu
+            + head
+            + kv_cache_bytes(geom, ctx, kv_bytes=kv_bytes, layers=layers_on_gpu)
+            + compute
+        )
+    return Estimate(weights.total, kv, compute, ctx, layers_on_gpu, vram)
+
+
+def default_context(trained: int) -> int:
+    """The context Engine opens when none is asked for."""
+    return min(4096, trained)
+
+
+# -- the verdict --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    fits: bool
+    ram_needed: int
+    ram_available: int
+    vram_needed: int = 0
+    vram_free: int = 0
+
+    def __bool__(self) -> bool:
+        return self.fits
+
+
+def vram_headroom(machine: Machine) -> int:
+    return max(MIN_VRAM_HEADROOM, int(machine.vram_total * VRAM_HEADROOM_FRACTION))
+
+
+def verdict(est: Estimate, machine: Machine) -> Verdict:
+    """Whether ``est`` fits ``machine`` with headroom left for everything else."""
+    if not machine.gpu_offload:  # a CPU build ignores --gpu-layers: everything lives in RAM
+        est = replace(est, gpu_layers=0, vram=0)
+    ram_ok = est.ram + RAM_HEADROOM <= machine.ram_available
+    vram_ok = not est.vram or est.vram + vram_headroom(machine) <= machine.vram_free
+    return Verdict(ram_ok and vram_ok, est.ram, machine.ram_available, est.vram, machine.vram_free)
+
+
+def _shortfall(what: str, est: Estimate, v: Verdict) -> str:
+    if v.vram_needed and v.vram_needed > v.vram_free:
+        return (
+            f"{what} at {est.ctx} tokens needs {human_bytes(v.vram_needed)} of VRAM for {est.gpu_layers} "
+            f"GPU layers but {human_bytes(v.vram_free)} is free"
+        )
+    return (
+        f"{what} at {est.ctx} tokens needs {human_bytes(v.ram_needed)} of RAM ({est.breakdown()}) "
+        f"plus {human_bytes(RAM_HEADROOM)} headroom, but {human_bytes(v.ram_available)} is available"
+    )
+
+
+def smaller_context(fits_at, ctx: int) -> int | None:  # noqa: ANN001 - Callable[[int], bool]
+    """The largest power-of-two context below ``ctx`` (>= 512) that fits, if any."""
+    candidate = 1 << (max(ctx - 1, 1).bit_length() - 1)
+    while candidate >= 512:
+        if fits_at(candidate):
+            return candidate
+        candidate //= 2
+    return None
+
+
+# -- the three questions the CLI asks ---------------------------------------------------------
+def for_entry(entry: ModelEntry, qtype: str, ctx: int | None = None, **kw: object) -> Estimate:
+    """A registry model not downloaded yet."""
+    geom = Geometry.from_shape(entry.shape, entry.context)
+    return estimate(geom, Weights.from_params(entry.shape, qtype), ctx or default_context(entry.context), **kw)
+
+
+def for_file(path: str | os.PathLike[str], ctx: int | None = None, **kw: object) -> tuple[Geometry, Weights, Estimate]:
+    """A GGUF file, weights counted exactly from its tensors."""
+    from edgellm import gguf_file
+
+    info = gguf_file.inspect(path)
+    geom = Geometry.from_gguf(info)
+    weights = Weights.from_gguf(info.path, geom.layers)
+    return geom, weights, estimate(geom, weights, ctx or default_context(geom.context), **kw)
+
+
+def refuse_unless_fits_entry(
+    entry: ModelEntry, qtype: str, ctx: int | None, machine: Machine | None = None, *, action: str = "pull"
+) -> Estimate:
+    """Before a pull or quantize: the estimate, or an error with the numbers and what to change."""
+    machine = machine or probe()
+    est = for_entry(entry, qtype, ctx)
+    v = verdict(est, machine)
+    if v:
+        return est
+    advice = []
+    smaller = [t for t in PLAN_TYPES if BITS_PER_WEIGHT[t] < BITS_PER_WEIGHT.get(qtype, 99)]
+    fitting = [t for t in smaller if verdict(for_entry(entry, t, est.ctx), machine)]
+    if fitting:
+        advice.append(f"a smaller type: `edgellm {action} {entry.name}:{fitting[-1]}`")
+    n = smaller_context(lambda c: bool(verdict(for_entry(entry, qtype, c), machine)), est.ctx)
+    if n:
+        advice.append(f"a smaller context: --ctx {n}")
+    if machine.gpu_offload and machine.gpus:
+        advice.append("GPU offload: --gpu-layers auto")
+    hint = "; ".join(advice) or f"see `edgellm plan {entry.name}` for what fits this machine"
+    raise EdgeLLMError(f"{_shortfall(f'{entry.name}:{qtype}', est, v)}. Try {hint}.")
+
+
+def check_load(
+    path: str | os.PathLike[str],
+    ctx: int | None,
+    gpu_layers: int = 0,
+    *,
+    flash_attn: bool = False,
+    kv_bytes: int = 2,
+    machine: Machine | None = None,
+) -> Estimate:
+    """Before loading a GGUF: the estimate, or an error with the numbers and what to change."""
+    machine = machine or probe()
+    geom, weights, est = for_file(path, ctx, gpu_layers=gpu_layers, flash_attn=flash_attn, kv_bytes=kv_bytes)
+    v = verdict(est, machine)
+    if v:
+        return est
+
+    def fits_at(c: int) -> bool:
+        return bool(verdict(estimate(geom, weights, c, gpu_layers=gpu_layers, flash_attn=flash_attn), machine))
+
+    advice = []
+    n = smaller_context(fits_at, est.ctx)
+    if n:
+        advice.append(f"--ctx {n}")
+    if machine.gpu_offload and machine.gpus and not gpu_layers:
+        advice.append("--gpu-layers auto")
+    advice.append("a smaller quantization (`edgellm plan` lists them)")
+    raise EdgeLLMError(f"{_shortfall(Path(path).name, est, v)}. Try {', or '.join(advice)}.")
+
+
+def auto_gpu_layers(
+    path: str | os.PathLike[str],
+    ctx: int | None = None,
+    *,
+    flash_attn: bool = False,
+    machine: Machine | None = None,
+) -> int:
+    """As many layers as free VRAM holds with headroom (0 without a GPU build, -1 for all)."""
+    machine = machine or probe()
+    if not machine.gpu_offload or not machine.gpus:
+        return 0
+    geom, weights, _ = for_file(path, ctx)
+    budget = machine.vram_free - vram_headroom(machine)
+    best = 0
+    for n in range(1, geom.layers + 2):  # layers + 1 also offloads the output head
+        est = estimate(geom, weights, ctx or default_context(geom.context), gpu_layers=n, flash_attn=flash_attn)
+        if est.vram > budget:
+            break
+        best = n
+    return -1 if best > geom.layers else best
