@@ -8,6 +8,7 @@ asked for too."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
@@ -20,6 +21,7 @@ from quantize.families import Family, HParams, find_family
 from quantize.llamacpp import DEFAULT_TYPE, FILE_TYPES, FileType, parse_types, quantize_file
 from quantize.progress import Progress
 from quantize.sources import Checkpoint, open_checkpoint
+from quantize.sources.lora import merge_adapters
 from quantize.tensors import FLOAT_TYPES, TensorPlan
 from quantize.vocab import Vocab, load_vocab
 from quantize.writer import atomic_output, check_writable, scratch_file, write_gguf
@@ -81,13 +83,14 @@ class Conversion:
             write_gguf(path, gguf.MODEL_ARCH_NAMES[self.family.gguf_arch], metadata, plans, bar)
 
 
-def prepare(src: str | Path) -> Conversion:
-    """Read and check everything about ``src`` that could make a conversion fail."""
-    ckpt = open_checkpoint(src)
+def prepare(src: str | Path, loras: Sequence[str | Path] = ()) -> Conversion:
+    """Read and check everything about ``src`` (with the PEFT LoRA adapters ``loras`` merged in, in
+    order) that could make a conversion fail."""
+    ckpt = merge_adapters(open_checkpoint(src), list(loras)) if loras else open_checkpoint(src)
     family = find_family(ckpt.config, ckpt.config_path)
     hp = family.hparams(ckpt)
     plans = family.plan_tensors(ckpt, hp, FLOAT_TYPES["f16"])  # names, shapes, dtypes
-    vocab = family.fit_vocab(load_vocab(ckpt.folder, family.vocab_kinds), hp, ckpt)
+    vocab = family.fit_vocab(load_vocab(ckpt.tokenizer_folder or ckpt.folder, family.vocab_kinds), hp, ckpt)
     n_params = sum(prod(p.shape) for p in plans)
     return Conversion(
         ckpt=ckpt,
@@ -95,7 +98,7 @@ def prepare(src: str | Path) -> Conversion:
         hp=hp,
         vocab=vocab,
         chat_template=vocab.chat_template or family.chat_template(ckpt, vocab),
-        metadata=naming.model_metadata(ckpt.folder, n_params, family.general(ckpt)),
+        metadata=naming.model_metadata(Path(loras[-1]) if loras else ckpt.folder, n_params, family.general(ckpt)),
         n_params=n_params,
     )
 
@@ -108,9 +111,9 @@ def _output(path: Path, type_name: str) -> Output:
 
 
 def convert(src: str | Path, outtype: str = "f16", out: str | Path | None = None, *, force: bool = False,
-            progress: bool = True) -> Output:  # fmt: skip
-    """Convert the model folder ``src`` to a float GGUF (f32, f16 or bf16)."""
-    return run(src, outtype, out=out, force=force, progress=progress)[0]
+            progress: bool = True, loras: Sequence[str | Path] = ()) -> Output:  # fmt: skip
+    """Convert the model folder ``src`` (LoRA adapters ``loras`` merged in) to a float GGUF (f32, f16 or bf16)."""
+    return run(src, outtype, out=out, force=force, progress=progress, loras=loras)[0]
 
 
 def quantize(gguf_in: str | Path, type: str = DEFAULT_TYPE, out: str | Path | None = None, *,
@@ -121,13 +124,15 @@ def quantize(gguf_in: str | Path, type: str = DEFAULT_TYPE, out: str | Path | No
 
 def run(src: str | Path, types: str | list[FileType] = DEFAULT_TYPE, *, out: str | Path | None = None,
         outdir: str | Path | None = None, threads: int | None = None, force: bool = False,
-        progress: bool = True) -> list[Output]:  # fmt: skip
+        progress: bool = True, loras: Sequence[str | Path] = ()) -> list[Output]:  # fmt: skip
     """What `edgellm quantize` does: every requested type from one model folder (or GGUF file)."""
     wanted = parse_types(types) if isinstance(types, str) else types
     src = Path(src).expanduser()
     if src.is_file() and src.suffix == ".gguf":
+        if loras:
+            raise OutputError(f"{src}: --lora merges adapters while converting a model folder, not into a GGUF")
         return _requantize(src, wanted, out, outdir, threads, force, progress)
-    conv = prepare(src)
+    conv = prepare(src, loras)
     targets = _targets(wanted, out, Path(outdir).expanduser() if outdir else conv.ckpt.folder, conv.file_name)
     for path in targets.values():
         check_writable(path, force)

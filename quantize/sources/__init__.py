@@ -20,7 +20,7 @@ import numpy as np
 
 from quantize.errors import CheckpointError, ConfigError
 
-SOURCES = ("safetensors", "torch_pickle")
+SOURCES = ("safetensors", "torch_pickle", "meta", "lora")
 
 
 @runtime_checkable
@@ -54,6 +54,7 @@ class Checkpoint:
     weights_label: str  # the weight files, as messages name them
     config_path: Path = field(default=Path("config.json"))
     hf_rope_layout: bool = True
+    tokenizer_folder: Path | None = None  # when not beside the weights (Meta's layout, a LoRA's own)
 
     def file(self, name: str) -> Path | None:
         path = self.folder / name
