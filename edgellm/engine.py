@@ -64,7 +64,7 @@ class LoadOptions:
     n_threads: int | None = None
     n_gpu_layers: int = 0
     use_mmap: bool = True
-    flash_attn: bool = False
+    flash_attn: bool | None = None  # None: llama.cpp decides (on where the backend supports it)
     kv_f32: bool = False  # f32 KV cache (exactness tests); f16 otherwise
     n_batch: int = 512
     repack: bool = True  # llama.cpp's extra (repacked / AMX) weight buffers
@@ -169,9 +169,11 @@ class Engine:
         params.n_ctx = opts.n_ctx or min(4096, train_ctx)
         params.n_batch = params.n_ubatch = opts.n_batch
         params.n_threads = params.n_threads_batch = opts.n_threads or default_threads()
-        params.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if opts.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
+        params.flash_attn_type = {
+            None: llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+            True: llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            False: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        }[opts.flash_attn]
         if opts.kv_f32:
             params.type_k = params.type_v = 0  # GGML_TYPE_F32
         params.no_perf = True

@@ -13,7 +13,8 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: physical cores)")
     g.add_argument("--gpu-layers", default="0", metavar="N", help="layers to offload to the GPU (default 0)")
     g.add_argument("--no-mmap", action="store_true", help="read the whole file into RAM instead of mapping it")
-    g.add_argument("--flash-attn", action="store_true", help="use flash attention")
+    g.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto",
+                   help="flash attention (default: auto, llama.cpp's choice)")
     g.add_argument("--verbose", action="store_true", help="llama.cpp's log and per-turn statistics on stderr")
 
 
@@ -41,7 +42,7 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
         n_threads=args.threads,
         n_gpu_layers=gpu_layers(args.gpu_layers),
         use_mmap=not args.no_mmap,
-        flash_attn=args.flash_attn,
+        flash_attn={"auto": None, "on": True, "off": False}[args.flash_attn],
         verbose=args.verbose,
     )
 
