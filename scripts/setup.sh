@@ -65,8 +65,8 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$LLAMA_CPP_PYTHON $CMAKE_WANT" ]] \
   say "llama-cpp-python $LLAMA_CPP_PYTHON already built for this CPU"
 else
   say "building llama-cpp-python $LLAMA_CPP_PYTHON (a few minutes) with:$CMAKE_WANT"
-  CMAKE_ARGS="$CMAKE_WANT" CMAKE_BUILD_PARALLEL_LEVEL="$(getconf _NPROCESSORS_ONLN)" \
-    quiet "$VPY" -m pip install -q --no-cache-dir --force-reinstall --no-deps \
+  quiet env CMAKE_ARGS="$CMAKE_WANT" CMAKE_BUILD_PARALLEL_LEVEL="$(getconf _NPROCESSORS_ONLN)" \
+    "$VPY" -m pip install -q --no-cache-dir --force-reinstall --no-deps \
     "llama-cpp-python==$LLAMA_CPP_PYTHON"
   echo "$LLAMA_CPP_PYTHON $CMAKE_WANT" > "$STAMP"
 fi
