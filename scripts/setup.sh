@@ -10,7 +10,10 @@ LLAMA_CPP_PYTHON=0.3.36
 VENV=${EDGELLM_VENV:-.venv}
 PY=${PYTHON:-python3}
 want_test=0
-[[ "${1:-}" == "--test" ]] && want_test=1
+case "${1:-}" in
+  --test) want_test=1 ;;
+  --print-cmake-args) print_only=1 ;;
+esac
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 LOG=$(mktemp)
@@ -47,9 +50,17 @@ gpu_cmake_args() {
     cuda) echo "-DGGML_CUDA=on ${CUDA_ARCHS:+-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCHS}" ;;
     metal) ;;  # handled with the CPU flags on macOS
     vulkan) echo "-DGGML_VULKAN=on" ;;
-    *) echo "unknown EDGELLM_GPU='${EDGELLM_GPU}' (use cuda, metal or vulkan)" >&2; exit 2 ;;
   esac
 }
+case "${EDGELLM_GPU:-}" in
+  ""|cuda|metal|vulkan) ;;
+  *) echo "unknown EDGELLM_GPU='${EDGELLM_GPU}' (use cuda, metal or vulkan)" >&2; exit 2 ;;
+esac
+
+if [[ -n "${print_only:-}" ]]; then
+  echo "$(cpu_cmake_args) $(gpu_cmake_args)"
+  exit 0
+fi
 
 if [[ ! -x "$VENV/bin/python" ]]; then
   say "creating virtualenv $VENV"
