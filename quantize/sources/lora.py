@@ -33,7 +33,7 @@ TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 EMBEDDING_NAMES = ("model.embed_tokens.weight", "lm_head.weight")
 _PREFIX = "base_model.model."
 _LORA_KEY = re.compile(r"(?P<module>.+)\.lora_(?:(?P<ab>[AB])(?:\.\w+)?\.weight|embedding_(?P<emb>[AB])(?:\.\w+)?)")
-_SAVED_KEY = re.compile(r"(?P<module>.+?)(?:\.modules_to_save\.\w+)?\.(?P<param>weight|bias)")
+_SAVED_KEY = re.compile(r"(?P<module>.+?)(?:\.modules_to_save(?:\.\w+)?)?\.(?P<param>weight|bias)")
 
 
 def f32(ref: TensorRef, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -194,6 +194,8 @@ def read_adapter(folder: str | Path) -> Adapter:
     replacements: dict[str, TensorRef] = {}
     for key, ref in _tensors(weights).items():
         name = key.removeprefix(_PREFIX)
+        if ".original_module." in name:  # peft >= 0.13 also saves the base's copy of a saved module
+            continue
         if "lora_magnitude_vector" in name:
             _check_config({"use_dora": True}, path)
         m = _LORA_KEY.fullmatch(name)

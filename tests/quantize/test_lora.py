@@ -1,0 +1,176 @@
+"""LoRA adapters, merged while converting (`--lora`) and applied at run time (`--lora-only`), checked
+against transformers + peft's merge_and_unload() on a tiny Llama-2 with grouped-query attention."""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import llama_cpp
+import numpy as np
+import pytest
+
+from edgellm.engine import Engine, LoadOptions
+from quantize.convert import convert, prepare
+from quantize.errors import CheckpointError, ConvertError, UnsupportedModel, VocabMismatch
+from quantize.lora_adapter import write_lora_adapter
+from quantize.sources import open_checkpoint
+from quantize.sources.lora import merge_adapters
+
+from .builders import LLAMA2_CONFIG, build, extend_spm, train_spm
+from .lora_fixtures import copy_adapter, gpt2_with_conv1d_adapter, load_llama, write_adapter
+from .meta_fixtures import write_meta_checkpoint
+from .reference import gguf_logits, nmse
+
+BASE_VOCAB, CHINESE_VOCAB = 600, 640
+# token ids, some of them rows that only the resized (Chinese) vocabulary has
+IDS = [1, 17, 250, 5, 599, 33, 120, 610, 8, 639, 77, 2, 300, 45]
+
+
+def torch_logits(model, ids: list[int]) -> np.ndarray:  # noqa: ANN001
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].numpy()
+
+
+def engine_logits(engine: Engine, ids: list[int]) -> np.ndarray:
+    """Logits after each token, through the Engine (its LoRA adapters applied), one decode per token."""
+    n_vocab = llama_cpp.llama_vocab_n_tokens(engine._vocab)
+    rows = []
+    for token in ids:
+        assert engine._decode([token])
+        ptr = llama_cpp.llama_get_logits_ith(engine._ctx, -1)
+        rows.append(np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), (n_vocab,)).copy())
+    return np.array(rows)
+
+
+@dataclass(frozen=True)
+class World:
+    root: Path
+    spm: bytes
+    base: Path
+    chinese_llama: Path  # resized vocabulary, modules_to_save, own tokenizer (safetensors)
+    chinese_alpaca: Path  # trained on the merge of the one above; rsLoRA; adapter_model.bin
+    style: Path  # plain adapter on the base: rsLoRA with rank_pattern and alpha_pattern
+    chinese_reference: np.ndarray
+    style_reference: np.ndarray
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    root = tmp_path_factory.mktemp("lora")
+    spm = train_spm(BASE_VOCAB)
+    config = {**LLAMA2_CONFIG, "num_key_value_heads": 2, "vocab_size": BASE_VOCAB}
+    base = build(root / "Llama-2-tiny-hf", config, spm, dtype="float32")
+    chinese_llama, chinese_alpaca = root / "chinese-llama-2-lora-tiny", root / "chinese-alpaca-2-lora-tiny"
+    style = root / "style-lora"
+    merged = write_adapter(load_llama(base), chinese_llama, seed=1, resize_to=CHINESE_VOCAB,
+                           tokenizer=extend_spm(spm, CHINESE_VOCAB), r=8, lora_alpha=16,
+                           modules_to_save=["embed_tokens", "lm_head"])  # fmt: skip
+    merged = write_adapter(merged, chinese_alpaca, seed=2, tokenizer=extend_spm(spm, CHINESE_VOCAB), bin_format=True,
+                           r=4, lora_alpha=8, use_rslora=True,
+                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])  # fmt: skip
+    chinese_reference = torch_logits(merged, IDS)
+    merged = write_adapter(load_llama(base), style, seed=3, r=4, lora_alpha=8, use_rslora=True,
+                           rank_pattern={"v_proj": 2}, alpha_pattern={"down_proj": 4})  # fmt: skip
+    style_reference = torch_logits(merged, [i for i in IDS if i < BASE_VOCAB])
+    return World(root, spm, base, chinese_llama, chinese_alpaca, style, chinese_reference, style_reference)
+
+
+@pytest.fixture(scope="module")
+def base_gguf(world: World) -> Path:
+    return convert(world.base, "f32", out=world.root / "base-f32.gguf", progress=False).path
+
+
+@pytest.fixture(scope="module")
+def style_merged_gguf(world: World) -> Path:
+    return convert(world.base, "f32", out=world.root / "style-f32.gguf", progress=False, loras=[world.style]).path
+
+
+def test_chinese_pack_merged_in_order_matches_peft(world: World) -> None:
+    """Resized vocabulary from modules_to_save, then an rsLoRA adapter from a .bin, in order."""
+    out = convert(world.base, "f32", out=world.root / "chinese-f32.gguf", progress=False,
+                  loras=[world.chinese_llama, world.chinese_alpaca]).path  # fmt: skip
+    assert nmse(gguf_logits(out, IDS), world.chinese_reference) < 1e-9
+    reader = gguf.GGUFReader(out)
+    assert len(reader.fields["tokenizer.ggml.tokens"].data) == CHINESE_VOCAB  # the adapter's own tokenizer
+
+
+def test_style_adapter_merged_matches_peft(world: World, style_merged_gguf: Path) -> None:
+    ids = [i for i in IDS if i < BASE_VOCAB]
+    assert nmse(gguf_logits(style_merged_gguf, ids), world.style_reference) < 1e-9
+
+
+def test_lora_on_a_meta_checkpoint_equals_lora_on_the_hf_one(world: World, style_merged_gguf: Path) -> None:
+    """Deltas are in HF's Q/K layout; a Meta base is not, so they are re-ordered before adding."""
+    meta = write_meta_checkpoint(world.base, world.root / "meta" / "llama-2-tiny")
+    out = convert(meta, "f32", out=world.root / "meta-style-f32.gguf", progress=False, loras=[world.style]).path
+    want = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(style_merged_gguf).tensors}
+    got = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(out).tensors}
+    assert sorted(got) == sorted(want)
+    for name, data in want.items():
+        np.testing.assert_allclose(got[name], data, rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_fan_in_fan_out_adapter_on_conv1d_weights_matches_peft(tmp_path: Path) -> None:
+    base, adapter, merged = gpt2_with_conv1d_adapter(tmp_path)
+    ckpt = merge_adapters(open_checkpoint(base), [adapter])
+    adapted = [n for n in ckpt.tensors if n.endswith(("c_attn.weight", "c_proj.weight"))]
+    assert len(adapted) == 3
+    for name in adapted:
+        ref = ckpt.tensors[name]
+        np.testing.assert_allclose(ref.read_rows(0, ref.shape[0]), merged[name], rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_runtime_adapter_matches_the_merged_model(world: World, base_gguf: Path, style_merged_gguf: Path) -> None:
+    adapter = write_lora_adapter(world.style, world.root / "style-lora-f16.gguf", progress=False)
+    ids = [i for i in IDS if i < BASE_VOCAB]
+    merged = gguf_logits(style_merged_gguf, ids)
+    options = LoadOptions(n_ctx=64, n_threads=2, kv_f32=True)
+    with Engine(base_gguf, LoadOptions(**{**vars(options), "loras": [(adapter, 1.0)]})) as engine:
+        with_adapter = engine_logits(engine, ids)
+    with Engine(base_gguf, options) as engine:
+        without = engine_logits(engine, ids)
+    assert nmse(with_adapter, merged) < 1e-5  # f16 A and B
+    assert nmse(without, merged) > 1e-2  # the adapter really changes the model
+    fields = {k: f.contents() for k, f in gguf.GGUFReader(adapter).fields.items() if not k.startswith("GGUF.")}
+    kinds = (fields["general.type"], fields["adapter.type"], fields["general.architecture"])
+    assert kinds == ("adapter", "lora", "llama")
+    assert fields["adapter.lora.alpha"] == pytest.approx(8 * 4 / 4**0.5)  # rsLoRA folded into alpha
+
+
+def test_runtime_adapter_refuses_an_adapter_that_changes_embeddings(world: World, tmp_path: Path) -> None:
+    out = tmp_path / "x.gguf"
+    with pytest.raises(UnsupportedModel, match=r"changes the embeddings.*edgellm quantize .* --lora .*chinese-llama"):
+        write_lora_adapter(world.chinese_llama, out, progress=False)
+    assert not out.exists()
+
+
+def test_resized_vocabulary_without_tokenizer_names_both_sizes(world: World, tmp_path: Path) -> None:
+    adapter = copy_adapter(world.chinese_llama, tmp_path / "no-tokenizer")
+    (adapter / "tokenizer.model").unlink()
+    with pytest.raises(VocabMismatch, match=f"from {BASE_VOCAB} to {CHINESE_VOCAB} tokens but ships no tokenizer"):
+        prepare(world.base, [adapter])
+
+
+def test_adapter_tokenizer_not_fitting_the_resized_embeddings_names_both_sizes(world: World, tmp_path: Path) -> None:
+    adapter = copy_adapter(world.chinese_llama, tmp_path / "short-tokenizer")
+    (adapter / "tokenizer.model").write_bytes(extend_spm(world.spm, 620))
+    with pytest.raises(VocabMismatch, match=f"has 620 tokens but .* have {CHINESE_VOCAB} embedding rows"):
+        prepare(world.base, [adapter])
+
+
+def test_adapter_for_another_model_is_refused(world: World, tmp_path: Path) -> None:
+    _, gpt2_adapter, _ = gpt2_with_conv1d_adapter(tmp_path)
+    with pytest.raises(CheckpointError, match="trained for another base model"):
+        prepare(world.base, [gpt2_adapter])
+
+
+def test_dora_is_refused_and_an_adapter_is_not_a_model(world: World, tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedModel, match="DoRA adapters are not supported"):
+        prepare(world.base, [copy_adapter(world.style, tmp_path / "dora", use_dora=True)])
+    with pytest.raises(ConvertError, match=r"a PEFT LoRA adapter, not a model: .*--lora"):
+        prepare(world.style)
