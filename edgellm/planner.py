@@ -174,15 +174,18 @@ def kv_cache_bytes(geom: Geometry, ctx: int, *, kv_bytes: int = 2, layers: int |
     return n_layers * per_token * padded_context(ctx) * kv_bytes
 
 
-def compute_bytes(geom: Geometry, ctx: int, *, n_batch: int = UBATCH, flash_attn: bool = False) -> int:
-    """The largest set of f32 activations alive at once while evaluating one micro-batch."""
+def compute_bytes(geom: Geometry, ctx: int, *, n_batch: int = UBATCH, flash_attn: bool | None = None) -> int:
+    """The largest set of f32 activations alive at once while evaluating one micro-batch.
+    ``flash_attn=None`` is llama.cpp's "auto", which turns it on for the CPU backend."""
     n_kv = padded_context(ctx)
     tokens = min(n_batch, n_kv)
     kv_dim = geom.kv_heads * geom.head_dim_v
     residual = 5 * geom.embedding + 2 * kv_dim  # stream, norm, Q, attention out, K/V of the batch
     logits = geom.vocab + 6 * geom.embedding
     ffn = 3 * geom.ffn + 2 * geom.embedding
-    scores = n_kv // 2 + 4 * geom.embedding if flash_attn else geom.heads * n_kv + n_kv  # FA: f16 mask and Q only
+    scores = (
+        n_kv // 2 + 4 * geom.embedding if flash_attn is not False else geom.heads * n_kv + n_kv
+    )  # FA: f16 mask and Q only
     attention = scores + residual
     return max(logits, ffn, attention) * tokens * F32
 
@@ -194,7 +197,7 @@ def estimate(
     *,
     gpu_layers: int = 0,
     kv_bytes: int = 2,
-    flash_attn: bool = False,
+    flash_attn: bool | None = None,
     n_batch: int = UBATCH,
 ) -> Estimate:
     """Memory for ``ctx`` tokens with ``gpu_layers`` of the layers on the GPU (-1: all)."""
@@ -311,7 +314,7 @@ def check_load(
     ctx: int | None,
     gpu_layers: int = 0,
     *,
-    flash_attn: bool = False,
+    flash_attn: bool | None = None,
     kv_bytes: int = 2,
     machine: Machine | None = None,
 ) -> Estimate:
@@ -335,23 +338,31 @@ def check_load(
     raise EdgeLLMError(f"{_shortfall(Path(path).name, est, v)}. Try {', or '.join(advice)}.")
 
 
+def fit_gpu_layers(
+    geom: Geometry, weights: Weights, ctx: int, machine: Machine, *, flash_attn: bool | None = None
+) -> int:
+    """As many layers as free VRAM holds with headroom: 0 without a GPU build, -1 for all."""
+    if not machine.gpu_offload or not machine.gpus:
+        return 0
+    budget = machine.vram_free - vram_headroom(machine)
+    best = 0
+    for n in range(1, geom.layers + 2):  # layers + 1 also offloads the output head
+        if estimate(geom, weights, ctx, gpu_layers=n, flash_attn=flash_attn).vram > budget:
+            break
+        best = n
+    return -1 if best > geom.layers else best
+
+
 def auto_gpu_layers(
     path: str | os.PathLike[str],
     ctx: int | None = None,
     *,
-    flash_attn: bool = False,
+    flash_attn: bool | None = None,
     machine: Machine | None = None,
 ) -> int:
-    """As many layers as free VRAM holds with headroom (0 without a GPU build, -1 for all)."""
+    """`--gpu-layers auto` for a GGUF file (what run, chat and bench call)."""
     machine = machine or probe()
     if not machine.gpu_offload or not machine.gpus:
         return 0
-    geom, weights, _ = for_file(path, ctx)
-    budget = machine.vram_free - vram_headroom(machine)
-    best = 0
-    for n in range(1, geom.layers + 2):  # layers + 1 also offloads the output head
-        est = estimate(geom, weights, ctx or default_context(geom.context), gpu_layers=n, flash_attn=flash_attn)
-        if est.vram > budget:
-            break
-        best = n
-    return -1 if best > geom.layers else best
+    geom, weights, est = for_file(path, ctx)
+    return fit_gpu_layers(geom, weights, est.ctx, machine, flash_attn=flash_attn)

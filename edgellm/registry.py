@@ -26,9 +26,7 @@ BUNDLED = Path(__file__).resolve().parent.parent / "models.toml"
 
 # Quantization types llama.cpp writes, by the names its tools and GGUF file names use.
 FILE_TYPES: tuple[str, ...] = tuple(
-    "F32" if t.name == "ALL_F32" else t.name.removeprefix("MOSTLY_")
-    for t in gguf.LlamaFileType
-    if t.name != "GUESSED"
+    "F32" if t.name == "ALL_F32" else t.name.removeprefix("MOSTLY_") for t in gguf.LlamaFileType if t.name != "GUESSED"
 )
 TEMPLATES = {"llama2": chat_templates.llama2, "chatml": chat_templates.chatml, "alpaca": chat_templates.alpaca}
 
@@ -263,7 +261,5 @@ def load(files: list[Path] | None = None) -> Registry:
         files = [BUNDLED] + [p for p in [user_registry_path()] if p.is_file()]
     merged, origin = _merge([(p, _read(p)) for p in files])
     shapes = {n: _shape(n, t, origin[f"shapes.{n}"]) for n, t in merged["shapes"].items()}
-    models = {
-        n: _model(n, t, merged["families"], shapes, origin[f"models.{n}"]) for n, t in merged["models"].items()
-    }
+    models = {n: _model(n, t, merged["families"], shapes, origin[f"models.{n}"]) for n, t in merged["models"].items()}
     return Registry(models)

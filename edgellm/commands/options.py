@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from edgellm.engine import LoadOptions, SamplingParams
+from edgellm.resolve import resolve_model
 
 
 def add_load_options(p: argparse.ArgumentParser) -> None:
@@ -31,20 +33,32 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=None)
 
 
-def gpu_layers(value: str) -> int:
-    """`--gpu-layers N|all|-1`: llama.cpp takes -1 for all layers."""
+def gpu_layers(value: str, model: Path | None = None, n_ctx: int | None = None) -> int:
+    """`--gpu-layers N|all|-1|auto`: llama.cpp takes -1 for all layers; `auto` offloads as many as
+    free VRAM holds (edgellm.planner), 0 without a GPU build or a model to size."""
+    if value == "auto":
+        from edgellm.planner import auto_gpu_layers
+
+        return auto_gpu_layers(model, n_ctx) if model is not None else 0
     return -1 if value in ("all", "-1") else int(value)
 
 
 def load_options(args: argparse.Namespace) -> LoadOptions:
-    return LoadOptions(
+    """The load options, after checking (edgellm.planner) that the model fits this machine with them."""
+    model = resolve_model(args.model) if getattr(args, "model", None) else None
+    options = LoadOptions(
         n_ctx=args.ctx,
         n_threads=args.threads,
-        n_gpu_layers=gpu_layers(args.gpu_layers),
+        n_gpu_layers=gpu_layers(args.gpu_layers, model, args.ctx),
         use_mmap=not args.no_mmap,
         flash_attn={"auto": None, "on": True, "off": False}[args.flash_attn],
         verbose=args.verbose,
     )
+    if model is not None:
+        from edgellm.planner import check_load
+
+        check_load(model, options.n_ctx, options.n_gpu_layers, flash_attn=options.flash_attn)
+    return options
 
 
 def sampling_params(args: argparse.Namespace) -> SamplingParams:

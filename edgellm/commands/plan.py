@@ -1,0 +1,136 @@
+"""`edgellm plan MODEL [--ctx N] [--gpu-layers N|auto]`: will it fit this machine, per quantization?"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from edgellm import planner, registry
+from edgellm.commands.list import table
+from edgellm.hardware import Machine, probe
+from edgellm.resolve import looks_like_path, resolve_model
+from edgellm.store import Store, parse_ref
+from edgellm.units import human_bytes, human_count
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="memory each quantization of a model needs, and whether it fits here")
+    p.add_argument("model", help="a registry name (not yet downloaded is fine), a pulled NAME[:TYPE] or a .gguf path")
+    p.add_argument("--ctx", type=int, default=None, metavar="N", help="context size in tokens (default: 4096)")
+    p.add_argument("--gpu-layers", default="0", metavar="N", help="layers on the GPU: N, all or auto (default 0)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=run)
+
+
+def _layers(value: str, fit: int, total: int) -> int:
+    if value == "auto":
+        return fit
+    return -1 if value in ("all", "-1") else min(int(value), total + 1)
+
+
+def _row(qtype: str, source: str, est: planner.Estimate, machine: Machine, mark: str = "") -> dict[str, object]:
+    v = planner.verdict(est, machine)
+    return {
+        "type": qtype + mark,
+        "source": source,
+        "file_size": est.weights,
+        "weights": est.weights,
+        "kv_cache": est.kv_cache,
+        "compute": est.compute,
+        "memory": est.total,
+        "ram": v.ram_needed,
+        "vram": v.vram_needed,
+        "gpu_layers": est.gpu_layers,
+        "fits": v.fits,
+    }
+
+
+def _machine_line(machine: Machine) -> str:
+    gpu = "no GPU offload in this llama.cpp build"
+    if machine.gpu_offload:
+        gpu = ", ".join(f"{g.name} {human_bytes(g.free)} free" for g in machine.gpus) or "GPU build, VRAM unknown"
+    return (
+        f"this machine: {human_bytes(machine.ram_available)} RAM available of {human_bytes(machine.ram_total)}; {gpu}"
+    )
+
+
+def plan_entry(entry: registry.ModelEntry, args: argparse.Namespace, machine: Machine) -> list[dict[str, object]]:
+    ctx = args.ctx or planner.default_context(entry.context)
+    geom = planner.Geometry.from_shape(entry.shape, entry.context)
+    rows = []
+    for qtype in planner.PLAN_TYPES:
+        weights = planner.Weights.from_params(entry.shape, qtype)
+        layers = _layers(args.gpu_layers, planner.fit_gpu_layers(geom, weights, ctx, machine), geom.layers)
+        est = planner.estimate(geom, weights, ctx, gpu_layers=layers)
+        source = "gguf" if entry.gguf_file(qtype) else "convert"
+        rows.append(_row(qtype, source, est, machine, " *" if qtype == entry.recommended else ""))
+    return rows
+
+
+def plan_file(path: str, args: argparse.Namespace, machine: Machine) -> list[dict[str, object]]:
+    geom, weights, est = planner.for_file(path, args.ctx)
+    layers = _layers(args.gpu_layers, planner.fit_gpu_layers(geom, weights, est.ctx, machine), geom.layers)
+    est = planner.estimate(geom, weights, est.ctx, gpu_layers=layers)
+    from edgellm import gguf_file
+
+    return [_row(gguf_file.inspect(path).file_type, "file", est, machine)]
+
+
+def _entry_to_plan(text: str) -> registry.ModelEntry | None:
+    """The registry entry when MODEL names a model type by type; None for a file (a path, `default`,
+    a pulled NAME:TYPE or a pulled model the registry does not know)."""
+    if looks_like_path(text) or text == "default":
+        return None
+    ref = parse_ref(text)
+    entry = registry.load().get(ref.name)
+    if entry is None or (ref.qtype and Store().find(ref) is not None):
+        return None
+    return entry
+
+
+def run(args: argparse.Namespace) -> int:
+    machine = probe()
+    entry = _entry_to_plan(args.model)
+    if entry is not None:
+        title = (
+            f"{entry.name}: {human_count(entry.shape.params)} parameters, {entry.shape.layers} layers, "
+            f"context {args.ctx or planner.default_context(entry.context)} of {entry.context}"
+        )
+        rows = plan_entry(entry, args, machine)
+    else:
+        path = str(resolve_model(args.model))
+        title = f"{path}: context {args.ctx or 'default'}"
+        rows = plan_file(path, args, machine)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "rows": rows,
+                    "ram_available": machine.ram_available,
+                    "vram_free": machine.vram_free,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(title)
+    print(_machine_line(machine))
+    lines = [["TYPE", "FILE", "MEMORY", "KV CACHE", "GPU LAYERS", "FITS", "SOURCE"]]
+    for r in rows:
+        layers = "all" if r["gpu_layers"] == -1 else str(r["gpu_layers"])
+        lines.append(
+            [
+                str(r["type"]),
+                human_bytes(r["file_size"]),
+                human_bytes(r["memory"]),
+                human_bytes(r["kv_cache"]),
+                layers,
+                "yes" if r["fits"] else "no",
+                str(r["source"]),
+            ]
+        )
+    print(table(lines))
+    if entry is not None:
+        print("* recommended; gguf: ready-made file, convert: built from the original checkpoint")
+    return 0

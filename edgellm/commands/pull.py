@@ -1,0 +1,110 @@
+"""`edgellm pull NAME[:TYPE]`: fetch a registry model into the store, ready to run.
+
+A ready-made GGUF is downloaded directly when the registry lists one for the type; otherwise the
+original checkpoint is downloaded (only the files a conversion reads) and converted + quantized by
+the `quantize` pipeline. Memory and disk are checked before the first byte is fetched."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+from edgellm import gguf_file, hub, planner, registry
+from edgellm.errors import EdgeLLMError
+from edgellm.registry import ModelEntry
+from edgellm.store import Ref, Store, StoredModel, parse_ref
+from edgellm.units import human_bytes
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pull", help="download a model by name (converting and quantizing it if needed)")
+    p.add_argument("model", help="NAME[:TYPE] from `edgellm list --all`, e.g. qwen1.5-0.5b-chat:Q8_0")
+    p.add_argument("--ctx", type=int, default=None, metavar="N", help="context you mean to use (memory check)")
+    p.add_argument("--force", action="store_true", help="fetch again even if the store has it")
+    p.add_argument("--no-memory-check", action="store_true", help="pull even if it will not fit this machine")
+    p.set_defaults(handler=run)
+
+
+def _manifest(entry: ModelEntry, path: Path, source: dict[str, object]) -> dict[str, object]:
+    info = gguf_file.inspect(path)  # a truncated or non-GGUF download is refused here
+    manifest: dict[str, object] = {
+        "registry": entry.name,
+        "source": {"endpoint": hub.endpoint(), **source},
+        "architecture": info.architecture,
+        "parameters": info.parameters,
+    }
+    if info.chat_template is None and entry.chat_template():
+        manifest["chat_template"] = entry.chat_template()
+    return manifest
+
+
+def _check_disk(folder: Path, need: int, what: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise EdgeLLMError(f"{what} needs {human_bytes(need)} of disk in {folder} but {human_bytes(free)} is free")
+
+
+def pull_gguf(store: Store, entry: ModelEntry, ref: Ref) -> StoredModel:
+    """The registry's ready-made GGUF: into the Hub cache, then hard-linked into the store."""
+    assert entry.gguf_repo
+    filename = entry.gguf_files[ref.qtype or entry.recommended]
+    if not hub.offline():
+        files = hub.repo_files(entry.gguf_repo)
+        if filename not in files:
+            raise EdgeLLMError(f"{entry.gguf_repo}/{filename}: no such file in the repository on {hub.endpoint()}")
+        _check_disk(hub.cache_dir(), files[filename], f"{entry.gguf_repo}/{filename}")
+    print(f"pulling {ref} from {entry.gguf_repo}/{filename}")
+    path = hub.download_file(entry.gguf_repo, filename)
+    source = {"repo": entry.gguf_repo, "file": filename, "commit": hub.commit_of(path)}
+    return store.install(path, ref, _manifest(entry, path, source), move=False)
+
+
+def convert_checkpoint(folder: Path, out: Path, qtype: str) -> None:
+    """Hand the checkpoint to the conversion pipeline (imported only when a conversion is needed)."""
+    try:
+        from quantize import run as convert_and_quantize
+    except ImportError:
+        raise EdgeLLMError(
+            f"{out.name}: no ready-made GGUF, and the conversion pipeline (quantize) is not installed"
+        ) from None
+    convert_and_quantize(folder, qtype.lower(), out=out, force=True)
+
+
+def pull_checkpoint(store: Store, entry: ModelEntry, ref: Ref) -> StoredModel:
+    """The original checkpoint (only what a conversion reads), converted and quantized."""
+    qtype = ref.qtype or entry.recommended
+    files = None if hub.offline() else hub.repo_files(entry.repo)
+    patterns = hub.checkpoint_patterns(files)
+    if files is not None:
+        download = sum(hub.selected(files, patterns).values())
+        _check_disk(hub.cache_dir(), download, entry.repo)
+        _check_disk(store.root, planner.Weights.from_params(entry.shape, qtype).total, f"{ref}")
+    print(f"pulling {entry.repo} to convert it to {qtype}")
+    folder = hub.download_snapshot(entry.repo, patterns)
+    out = store.staging() / f"{ref.name}-{qtype}.{os.getpid()}.gguf"
+    try:
+        convert_checkpoint(folder, out, qtype)
+        source = {"repo": entry.repo, "commit": hub.commit_of(folder), "converted_to": qtype}
+        return store.install(out, Ref(ref.name, qtype), _manifest(entry, out, source), move=True)
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    asked = parse_ref(args.model)
+    entry = registry.load().lookup(asked.name)
+    ref = Ref(entry.name, asked.qtype or entry.recommended)
+    store = Store()
+    if not args.force and (have := store.find(ref)) is not None:
+        print(f"{ref} is already pulled: {have.path}")
+        return 0
+    if ref.qtype not in planner.BITS_PER_WEIGHT:
+        raise EdgeLLMError(f"{ref}: edgellm cannot make {ref.qtype} files (try one of {', '.join(planner.PLAN_TYPES)})")
+    if not args.no_memory_check:
+        planner.refuse_unless_fits_entry(entry, ref.qtype, args.ctx)
+    model = pull_gguf(store, entry, ref) if entry.gguf_file(ref.qtype) else pull_checkpoint(store, entry, ref)
+    print(f"pulled {ref} ({human_bytes(model.size)}): {model.path}")
+    return 0
