@@ -203,7 +203,9 @@ def _check_space(conv: Conversion, targets: dict[str, Path], base: str, temp_bas
         need += int(conv.n_params * FILE_TYPES[base].bpw / 8)
     need += 16 << 20  # header, vocabulary
     folder = next(iter(targets.values())).parent
-    probe = folder if folder.exists() else folder.parent
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
     free = shutil.disk_usage(probe).free
     if free < need:
         gb = 1e9

@@ -84,6 +84,12 @@ def quantize_file(src: Path, dst: Path, ftype: FileType, *, threads: int | None 
     from edgellm import llama_log
 
     info = gguf_file.inspect(src)  # raises on anything llama.cpp would abort on
+    quantized = sorted(set(info.tensor_types) - {"F32", "F16", "BF16"})
+    if quantized:
+        raise OutputError(
+            f"{src}: already quantized ({', '.join(quantized)}); quantize from the model folder or an "
+            "f32/f16/bf16 GGUF (re-quantizing compounds the error)"
+        )
     llama_log.install(verbose=False)
     params = llama_cpp.llama_model_quantize_default_params()
     params.nthread = threads or os.cpu_count() or 1
@@ -103,6 +109,6 @@ def quantize_file(src: Path, dst: Path, ftype: FileType, *, threads: int | None 
             with contextlib.suppress(FileNotFoundError):
                 bar.set(min(dst.stat().st_size, expected))
         if not result or result[0] != 0:
-            problems = llama_log.problems_since(marker)
-            why = problems[-1].strip() if problems else f"error code {result[0] if result else '?'}"
+            problems = llama_log.errors_since(marker)
+            why = problems[0].strip() if problems else f"error code {result[0] if result else '?'}"
             raise OutputError(f"{src}: llama.cpp could not quantize it to {ftype.name}: {why}")

@@ -21,6 +21,8 @@ def model_metadata(folder: Path, n_params: int, defaults: Mapping[str, str]) -> 
         md = gguf.Metadata.load(None, None, folder.name, n_params)
     if md.finetune and md.finetune.lower().endswith("hf"):  # "Llama-2-7b-chat-hf": -hf names the format
         md.finetune = md.finetune[:-2].rstrip("-_") or None
+    if md.name and md.name.endswith(" Hf"):
+        md.name = md.name[:-3]
     if md.name is None:
         md.name = gguf.Metadata.id_to_title(folder.name)
     if md.size_label is None:

@@ -231,20 +231,18 @@ def load_llama_hf(folder: Path) -> Vocab | None:
             raise VocabMismatch(f"{path}: token ids are not 0..{n - 1}; re-download it")
         tokens[token_id] = text
     extra = added_tokens(folder)
+    unk = special_token_names(folder).get("unk") or model.get("unk_token") or "<unk>"
     types = []
     for i, text in enumerate(tokens):
         if i in extra and extra[i][1]:
-            types.append(int(TT.UNKNOWN if text == model.get("unk_token") else TT.CONTROL))
+            types.append(int(TT.UNKNOWN if text == unk else TT.CONTROL))
         elif len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
             types.append(int(TT.BYTE))
         else:
             types.append(int(TT.NORMAL))
     scores = [-float(i) for i in range(n)]  # merges were built in piece order: earlier wins
     _extend(tokens, scores, types, extra, str(path))
-    fallback = {}
-    if model.get("unk_token") in vocab:
-        fallback["unk"] = vocab[model["unk_token"]]
-    normalizer = json.dumps(data.get("normalizer") or {}) + json.dumps(data.get("pre_tokenizer") or {})
+    fallback = {"unk": vocab[unk]} if unk in vocab else {}
     return Vocab(
         model="llama",
         tokens=tokens,
@@ -253,6 +251,24 @@ def load_llama_hf(folder: Path) -> Vocab | None:
         source=str(path),
         special=_resolve_specials(folder, tokens, fallback, str(path)),
         add_special=add_special_flags(folder, {"bos": True, "eos": False}),
-        add_space_prefix='"prepend_scheme": "first"' in normalizer or '"Prepend"' in normalizer,
+        add_space_prefix=_prepends_space(data),
         chat_template=chat_template(folder),
     )
+
+
+def _prepends_space(data: dict[str, Any]) -> bool:
+    """Whether the tokenizer puts "▁" before the text (SentencePiece's add_dummy_prefix): a
+    Prepend normalizer (legacy export) or a Metaspace pre-tokenizer that prepends."""
+
+    def parts(node: object) -> list[dict[str, Any]]:
+        if not isinstance(node, dict):
+            return []
+        children = node.get("normalizers") or node.get("pretokenizers") or []
+        return [node, *(p for child in children for p in parts(child))]
+
+    for node in parts(data.get("normalizer")) + parts(data.get("pre_tokenizer")):
+        if node.get("type") == "Prepend" or (
+            node.get("type") == "Metaspace" and node.get("prepend_scheme", "always") != "never"
+        ):
+            return True
+    return False

@@ -87,16 +87,17 @@ def extend_spm(model: bytes, size: int) -> bytes:
 
     sp = spm.SentencePieceProcessor(model_proto=model)
     have = {sp.id_to_piece(i) for i in range(sp.get_piece_size())}
-    chars = sorted({c for c in CHINESE if "\u4e00" <= c <= "\u9fff"})
-    extra = [c for c in chars if c not in have]
-    pairs = (a + b for a in chars for b in chars)
-    extra += [p for p in pairs if p not in have][: max(0, size - len(have) - len(extra))]
-    n = 0x4E00
-    while len(have) + len(extra) < size:  # rare characters, as the real extension has thousands
-        if chr(n) not in have and chr(n) not in chars:
-            extra.append(chr(n))
-        n += 1
-    return model + b"".join(_piece(p, 0.0) for p in extra[: size - len(have)])
+    common = sorted({c for c in CHINESE if "\u4e00" <= c <= "\u9fff"})
+    cjk = [chr(n) for n in range(0x4E00, 0xA000)]
+    words = (a + b for a in common for b in common + cjk)  # the words a merged vocabulary adds
+    extra: list[str] = []
+    for piece in (*cjk, *words):
+        if len(have) >= size:
+            break
+        if piece not in have:
+            have.add(piece)
+            extra.append(piece)
+    return model + b"".join(_piece(p, 0.0) for p in extra)
 
 
 LLAMA2_CONFIG: dict[str, Any] = {
