@@ -1,0 +1,131 @@
+"""Partial GPU offload, measured: 0, half and all layers on the GPU.
+
+For each model: prompt (pp512) and generation (tg128) tokens/s through `edgellm.benchmark`
+(each setting in a fresh process, as `edgellm bench`), the VRAM the offload takes (ggml's own
+device memory, before and after loading), and how far the GPU's logits are from the CPU's on the
+same tokens (NMSE and top-1 agreement; f16 tolerance). Needs a GPU build (EDGELLM_GPU=cuda).
+
+    python -m bench.bench_gpu --model default --model other.gguf --json results.json
+    python -m bench.bench_gpu --render results.json      # results -> docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.report import machine, write_section
+from edgellm import backends
+from edgellm.benchmark import Setting, run_settings
+from edgellm.engine import Engine, LoadOptions, default_threads
+from edgellm.gguf_file import inspect
+from edgellm.resolve import resolve_model
+
+NMSE_F16 = 1e-3  # what f16 rounding of activations across a whole network allows
+N_LOGIT_TOKENS = 128
+
+
+def _vram_used_by(path: Path, gpu_layers: int, tokens: list[int]) -> tuple[int, np.ndarray]:
+    """Free GPU memory before minus after loading (model + context); and the logits of ``tokens``."""
+    before = sum(d.free for d in backends.gpus())
+    with Engine(path, LoadOptions(n_ctx=2048, n_gpu_layers=gpu_layers, probe=False)) as engine:
+        engine.reset()
+        logits = engine.logits(tokens)
+        after = sum(d.free for d in backends.gpus())
+    return before - after, logits
+
+
+def measure_model(path: Path, threads: int, reps: int) -> list[dict[str, object]]:
+    info = inspect(path)
+    layers = info.block_count
+    rng = np.random.default_rng(0)
+    tokens = [int(t) for t in rng.integers(0, info.vocab_size, N_LOGIT_TOKENS)]
+    rows, cpu_logits = [], None
+    for gpu_layers in (0, layers // 2, layers + 1):  # +1: the output layer too, i.e. everything
+        t0 = time.perf_counter()
+        (row,) = run_settings(path, [Setting(threads=threads, gpu_layers=gpu_layers, reps=reps)])
+        vram, logits = _vram_used_by(path, gpu_layers, tokens)
+        if cpu_logits is None:
+            cpu_logits = logits
+        nmse = float(np.sum((logits - cpu_logits) ** 2) / np.sum(cpu_logits**2))
+        top1 = float(np.mean(np.argmax(logits, -1) == np.argmax(cpu_logits, -1)))
+        rows.append({
+            "model": path.name, "type": info.file_type, "params": info.parameters, "layers": layers,
+            "gpu_layers": min(gpu_layers, layers), "offload": f"{min(gpu_layers, layers)}/{layers}",
+            "pp512": row.pp.avg_ts, "pp512_sd": row.pp.stddev_ts, "tg128": row.tg.avg_ts, "tg128_sd": row.tg.stddev_ts,
+            "ttft_ms": row.ttft_avg_s * 1000, "vram_bytes": vram, "nmse_vs_cpu": nmse, "top1_vs_cpu": top1,
+            "seconds": time.perf_counter() - t0,
+        })
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def converted_test_model(folder: Path) -> Path:
+    """A ~0.9B-parameter Llama-2-shaped checkpoint (random weights, grouped-query attention) built
+    with transformers, converted to q4_k_m by edgellm's own pipeline: the path users' models take."""
+    from quantize.convert import run
+    from tests.quantize.builders import LLAMA2_CONFIG, build, train_spm
+
+    config = {**LLAMA2_CONFIG, "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 16,
+              "num_attention_heads": 16, "num_key_value_heads": 4}
+    src = build(folder / "llama-gpu-test", config, train_spm(), layout="safetensors", dtype="bfloat16")
+    (out,) = run(src, "q4_k_m", outdir=folder, progress=False)
+    return out.path
+
+
+def render(results: dict[str, object]) -> str:
+    lines = [
+        "## Partial GPU offload",
+        "",
+        f"`python -m bench.bench_gpu` on {results['machine']}; GPU: {results['gpu']}; {results['threads']} threads, "
+        f"{results['reps']} repeats (mean ± sd). VRAM = free device memory before minus after loading "
+        f"(weights + KV cache + compute buffers, n_ctx 2048). Logits: {N_LOGIT_TOKENS} random tokens, GPU vs "
+        f"CPU-only (0 layers), NMSE and top-1 agreement; pass = NMSE < {NMSE_F16:g}.",
+        "",
+        "| model | type | layers on GPU | pp512 tok/s | tg128 tok/s | TTFT ms | VRAM | logits NMSE | top-1 | ok |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["rows"]:  # type: ignore[union-attr]
+        ok = "yes" if r["nmse_vs_cpu"] < NMSE_F16 else "NO"
+        lines.append(
+            f"| {r['model']} | {r['type']} | {r['offload']} | {r['pp512']:.0f} ± {r['pp512_sd']:.0f} | "
+            f"{r['tg128']:.1f} ± {r['tg128_sd']:.1f} | {r['ttft_ms']:.1f} | {r['vram_bytes'] / 2**20:.0f} MiB | "
+            f"{r['nmse_vs_cpu']:.2e} | {r['top1_vs_cpu'] * 100:.1f}% | {ok} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", default=[], help="`default` or a .gguf path (repeatable)")
+    ap.add_argument("--threads", type=int, default=default_threads())
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--test-model", type=Path, metavar="DIR", help="also build and convert a test model in DIR")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--render", type=Path, help="only turn a results file into docs/benchmarks.md's section")
+    args = ap.parse_args()
+    if args.render:
+        write_section("gpu", render(json.loads(args.render.read_text())))
+        return
+    gpus = backends.gpus()
+    if not gpus:
+        raise SystemExit("no GPU in this llama.cpp build: set up with EDGELLM_GPU=cuda")
+    models = [resolve_model(name) for name in args.model or ["default"]]
+    if args.test_model:
+        models.append(converted_test_model(args.test_model))
+    rows = []
+    for path in models:
+        rows += measure_model(path, args.threads, args.reps)
+    results = {"machine": machine(), "gpu": f"{gpus[0].description} ({gpus[0].total / 2**30:.0f} GiB)",
+               "threads": args.threads, "reps": args.reps, "rows": rows}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    print(render(results))
+
+
+if __name__ == "__main__":
+    main()
