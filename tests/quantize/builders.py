@@ -137,10 +137,9 @@ def build(
     seed: int = 0,
 ) -> Path:
     """Write a random-weight LlamaForCausalLM and its tokenizer files to ``folder``."""
+    import sentencepiece as spm
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    import sentencepiece as spm
 
     folder.mkdir(parents=True, exist_ok=True)
     if "vocab_size" not in config:  # one embedding row per token, as in the real checkpoints
