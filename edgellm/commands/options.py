@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from edgellm.engine import LoadOptions, SamplingParams
+from edgellm.errors import BadModelFile, EdgeLLMError
 from edgellm.resolve import resolve_model
 
 
@@ -18,6 +19,10 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto",
                    help="flash attention (default: auto, llama.cpp's choice)")
     g.add_argument("--verbose", action="store_true", help="llama.cpp's log and per-turn statistics on stderr")
+    g.add_argument("--lora", action="append", type=Path, default=[], metavar="FILE",
+                   help="GGUF LoRA adapter applied at load time, repeatable (`edgellm quantize ADAPTER --lora-only`)")
+    g.add_argument("--lora-scale", action="append", type=float, default=[], metavar="S",
+                   help="strength of the matching --lora (default 1.0)")
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
@@ -53,12 +58,25 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
         use_mmap=not args.no_mmap,
         flash_attn={"auto": None, "on": True, "off": False}[args.flash_attn],
         verbose=args.verbose,
+        loras=lora_options(args),
     )
     if model is not None:
         from edgellm.planner import check_load
 
         check_load(model, options.n_ctx, options.n_gpu_layers, flash_attn=options.flash_attn)
     return options
+
+
+def lora_options(args: argparse.Namespace) -> list[tuple[Path, float]]:
+    """``--lora FILE [--lora-scale S]`` pairs in order; a scale needs its adapter."""
+    loras = [p.expanduser() for p in getattr(args, "lora", [])]
+    scales = getattr(args, "lora_scale", [])
+    if len(scales) > len(loras):
+        raise EdgeLLMError(f"{len(scales)} --lora-scale values for {len(loras)} --lora adapters; give one per adapter")
+    for path in loras:
+        if not path.is_file():
+            raise BadModelFile(path, "no such LoRA adapter (make one with `edgellm quantize ADAPTER --lora-only`)")
+    return [(path, scales[i] if i < len(scales) else 1.0) for i, path in enumerate(loras)]
 
 
 def sampling_params(args: argparse.Namespace) -> SamplingParams:
