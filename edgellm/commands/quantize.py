@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Convert a Hugging Face model folder (Llama-2, Alpaca, Chinese-LLaMA/Alpaca-2, ...) to GGUF and "
         "quantize it with llama.cpp. Several types reuse one intermediate file.",
     )
-    p.add_argument("src", help="model folder (config.json, tokenizer, *.safetensors or pytorch_model*.bin), or a .gguf")
+    p.add_argument("src", help="model folder (config.json, tokenizer, *.safetensors or pytorch_model*.bin; or Meta's "
+                   "consolidated.*.pth + params.json), a .gguf, or with --lora-only a LoRA adapter folder")
     p.add_argument(
         "--type",
         "-t",
@@ -31,15 +32,42 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "(default: the model folder)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, metavar="N", help="quantizer threads (default: all cores)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    lora = p.add_argument_group("LoRA adapters (PEFT: adapter_config.json + adapter_model.safetensors or .bin)")
+    lora.add_argument("--lora", action="append", default=[], metavar="ADAPTER",
+                      help="merge this adapter folder into SRC while converting; repeatable, applied in order")
+    lora.add_argument("--lora-only", action="store_true",
+                      help="SRC is an adapter folder: write it as a GGUF LoRA for `edgellm run MODEL --lora FILE`")
+    lora.add_argument("--base", metavar="FOLDER", help="with --lora-only: the base model folder (its config.json); "
+                      "default: the adapter's base_model_name_or_path, locally or in the Hugging Face cache")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import quantize
 
+    if args.lora_only:
+        return lora_only(args)
     outputs = quantize.run(
-        args.src, args.type, out=args.output, outdir=args.outdir, threads=args.threads, force=args.force
+        args.src, args.type, out=args.output, outdir=args.outdir, threads=args.threads, force=args.force,
+        loras=args.lora,
     )
     for o in outputs:
         print(f"{o.path}  {human_bytes(o.size)}  {o.bits_per_weight:.2f} bits per weight")
+    return 0
+
+
+def lora_only(args: argparse.Namespace) -> int:
+    """An adapter folder → a GGUF LoRA adapter (f16 unless -t f32/bf16)."""
+    from pathlib import Path
+
+    from quantize.llamacpp import DEFAULT_TYPE
+    from quantize.lora_adapter import default_output, write_lora_adapter
+    from quantize.sources.lora import read_adapter
+
+    outtype = "f16" if args.type == DEFAULT_TYPE else args.type
+    out = args.output
+    if out is None and args.outdir:
+        out = Path(args.outdir).expanduser() / default_output(read_adapter(args.src), outtype).name
+    path = write_lora_adapter(args.src, out, base=args.base, outtype=outtype, force=args.force)
+    print(f"{path}  {human_bytes(path.stat().st_size)}  LoRA adapter: edgellm run MODEL --lora {path}")
     return 0

@@ -12,7 +12,8 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from edgellm.engine import Engine, LoadOptions
+from edgellm.cli import main
+from edgellm.engine import Engine, LoadOptions, SamplingParams
 from quantize.convert import convert, prepare
 from quantize.errors import CheckpointError, ConvertError, UnsupportedModel, VocabMismatch
 from quantize.lora_adapter import write_lora_adapter
@@ -174,3 +175,29 @@ def test_dora_is_refused_and_an_adapter_is_not_a_model(world: World, tmp_path: P
         prepare(world.base, [copy_adapter(world.style, tmp_path / "dora", use_dora=True)])
     with pytest.raises(ConvertError, match=r"a PEFT LoRA adapter, not a model: .*--lora"):
         prepare(world.style)
+
+
+def test_cli_merges_with_lora_and_runs_a_lora_only_adapter(world: World, base_gguf: Path, style_merged_gguf: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    merged = world.root / "cli-merged.gguf"
+    assert main(["quantize", str(world.base), "--lora", str(world.style), "-t", "f32", "-o", str(merged)]) == 0
+    want = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(style_merged_gguf).tensors}
+    assert all(np.array_equal(np.asarray(t.data), want[t.name]) for t in gguf.GGUFReader(merged).tensors)
+
+    adapter = world.root / "cli-style.gguf"
+    assert main(["quantize", str(world.style), "--lora-only", "-o", str(adapter)]) == 0
+    capsys.readouterr()
+    args = [str(base_gguf), "Tell me a story", "--temperature", "0", "--max-tokens", "12", "--ctx", "256"]
+    assert main(["run", *args, "--lora", str(adapter), "--lora-scale", "1.0"]) == 0
+    with_adapter = capsys.readouterr().out
+    assert main(["run", *args]) == 0
+    without = capsys.readouterr().out
+    messages = [{"role": "user", "content": "Tell me a story"}]
+    params = SamplingParams(temperature=0, max_tokens=12)
+    with Engine(base_gguf, LoadOptions(n_ctx=256, loras=[(adapter, 1.0)])) as engine:
+        assert with_adapter == engine.chat(messages, params).result() + "\n"
+    assert with_adapter != without
+
+    assert main(["run", *args, "--lora", str(world.root / "missing.gguf")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.gguf: no such LoRA adapter" in err[0]
