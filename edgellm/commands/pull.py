@@ -52,10 +52,9 @@ def pull_gguf(store: Store, entry: ModelEntry, ref: Ref) -> StoredModel:
     assert entry.gguf_repo
     filename = entry.gguf_files[ref.qtype or entry.recommended]
     if not hub.offline():
-        files = hub.repo_files(entry.gguf_repo)
-        if filename not in files:
-            raise EdgeLLMError(f"{entry.gguf_repo}/{filename}: no such file in the repository on {hub.endpoint()}")
-        _check_disk(hub.cache_dir(), files[filename], f"{entry.gguf_repo}/{filename}")
+        size = hub.repo_files(entry.gguf_repo).get(filename)  # a missing file is the download's 404
+        if size:
+            _check_disk(hub.cache_dir(), size, f"{entry.gguf_repo}/{filename}")
     print(f"pulling {ref} from {entry.gguf_repo}/{filename}")
     path = hub.download_file(entry.gguf_repo, filename)
     source = {"repo": entry.gguf_repo, "file": filename, "commit": hub.commit_of(path)}
@@ -98,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
     entry = registry.load().lookup(asked.name)
     ref = Ref(entry.name, asked.qtype or entry.recommended)
     store = Store()
-    if not args.force and (have := store.find(ref)) is not None:
-        print(f"{ref} is already pulled: {have.path}")
+    have = [m for m in store.named(ref.name) if m.qtype == ref.qtype]
+    if have and not args.force:
+        print(f"{ref} is already pulled: {have[0].path}")
         return 0
     if ref.qtype not in planner.BITS_PER_WEIGHT:
         raise EdgeLLMError(f"{ref}: edgellm cannot make {ref.qtype} files (try one of {', '.join(planner.PLAN_TYPES)})")
