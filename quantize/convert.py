@@ -18,7 +18,7 @@ import gguf
 from quantize import naming
 from quantize.errors import OutputError
 from quantize.families import Family, HParams, find_family
-from quantize.llamacpp import DEFAULT_TYPE, FILE_TYPES, FileType, parse_types, quantize_file
+from quantize.llamacpp import DEFAULT_TYPE, FILE_TYPES, FileType, check_input, parse_types, quantize_file
 from quantize.progress import Progress
 from quantize.sources import Checkpoint, open_checkpoint
 from quantize.sources.lora import merge_adapters
@@ -103,13 +103,6 @@ def prepare(src: str | Path, loras: Sequence[str | Path] = ()) -> Conversion:
     )
 
 
-def _output(path: Path, type_name: str) -> Output:
-    from edgellm.gguf_file import inspect
-
-    info = inspect(path)
-    return Output(path, type_name, info.file_size, info.parameters)
-
-
 def convert(src: str | Path, outtype: str = "f16", out: str | Path | None = None, *, force: bool = False,
             progress: bool = True, loras: Sequence[str | Path] = ()) -> Output:  # fmt: skip
     """Convert the model folder ``src`` (LoRA adapters ``loras`` merged in) to a float GGUF (f32, f16 or bf16)."""
@@ -144,30 +137,29 @@ def run(src: str | Path, types: str | list[FileType] = DEFAULT_TYPE, *, out: str
     for t in floats:
         with atomic_output(targets[t.name], force) as temp:
             conv.write(temp, t.name, progress=progress)
-        outputs[t.name] = _output(targets[t.name], t.name)
+        outputs[t.name] = Output(targets[t.name], t.name, targets[t.name].stat().st_size, conv.n_params)
     if quants:
         if floats:
-            _quantize_all(targets[base], quants, targets, outputs, threads, force, progress)
+            _quantize_all(targets[base], conv.n_params, quants, targets, outputs, threads, force, progress)
         else:
             with scratch_file(targets[quants[0].name].with_name(conv.file_name(base))) as temp:
                 conv.write(temp, base, progress=progress)
-                _quantize_all(temp, quants, targets, outputs, threads, force, progress)
+                _quantize_all(temp, conv.n_params, quants, targets, outputs, threads, force, progress)
     return [outputs[t.name] for t in wanted]
 
 
-def _quantize_all(base: Path, quants: list[FileType], targets: dict[str, Path], outputs: dict[str, Output],
-                  threads: int | None, force: bool, progress: bool) -> None:  # fmt: skip
+def _quantize_all(base: Path, n_params: int, quants: list[FileType], targets: dict[str, Path],
+                  outputs: dict[str, Output], threads: int | None, force: bool, progress: bool) -> None:  # fmt: skip
+    """Each quantized type from the float GGUF ``base`` (already checked: ours, or by check_input)."""
     for t in quants:
         with atomic_output(targets[t.name], force) as temp:
-            quantize_file(base, temp, t, threads=threads, progress=progress)
-        outputs[t.name] = _output(targets[t.name], t.name)
+            quantize_file(base, temp, t, n_params=n_params, threads=threads, progress=progress)
+        outputs[t.name] = Output(targets[t.name], t.name, targets[t.name].stat().st_size, n_params)
 
 
 def _requantize(src: Path, wanted: list[FileType], out: str | Path | None, outdir: str | Path | None,
                 threads: int | None, force: bool, progress: bool) -> list[Output]:  # fmt: skip
-    from edgellm.gguf_file import inspect
-
-    info = inspect(src)
+    info = check_input(src)
     stem = src.stem
 
     def name(type_name: str) -> str:
@@ -179,7 +171,7 @@ def _requantize(src: Path, wanted: list[FileType], out: str | Path | None, outdi
         if path.resolve() == src.resolve():
             raise OutputError(f"{path}: is the input file; choose another output name")
     outputs: dict[str, Output] = {}
-    _quantize_all(src, wanted, targets, outputs, threads, force, progress)
+    _quantize_all(src, info.parameters, wanted, targets, outputs, threads, force, progress)
     return [outputs[t.name] for t in wanted]
 
 

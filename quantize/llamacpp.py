@@ -76,25 +76,31 @@ def parse_types(text: str) -> list[FileType]:
     return found
 
 
-def quantize_file(src: Path, dst: Path, ftype: FileType, *, threads: int | None = None, progress: bool = True) -> None:
-    """``src`` (a float GGUF) → ``dst`` in ``ftype`` by llama.cpp; ``dst`` is written in place
-    (callers pass a temporary name)."""
-    import llama_cpp
-
-    from edgellm import llama_log
-
-    info = gguf_file.inspect(src)  # raises on anything llama.cpp would abort on
+def check_input(src: Path) -> gguf_file.GGUFInfo:
+    """A GGUF from elsewhere, checked for everything llama.cpp would abort on, and not quantized."""
+    info = gguf_file.inspect(src)
     quantized = sorted(set(info.tensor_types) - {"F32", "F16", "BF16"})
     if quantized:
         raise OutputError(
             f"{src}: already quantized ({', '.join(quantized)}); quantize from the model folder or an "
             "f32/f16/bf16 GGUF (re-quantizing compounds the error)"
         )
+    return info
+
+
+def quantize_file(src: Path, dst: Path, ftype: FileType, *, n_params: int, threads: int | None = None,
+                  progress: bool = True) -> None:  # fmt: skip
+    """``src`` (a float GGUF: one we wrote, or one `check_input` passed) → ``dst`` in ``ftype`` by
+    llama.cpp; ``dst`` is written in place (callers pass a temporary name)."""
+    import llama_cpp
+
+    from edgellm import llama_log
+
     llama_log.install(verbose=False)
     params = llama_cpp.llama_model_quantize_default_params()
     params.nthread = threads or os.cpu_count() or 1
     params.ftype = int(ftype.ftype)
-    expected = max(1, int(info.parameters * ftype.bpw / 8))
+    expected = max(1, int(n_params * ftype.bpw / 8))
     result: list[int] = []
 
     def work() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from math import prod
 from typing import TYPE_CHECKING
 
@@ -58,22 +59,38 @@ def output_type(ndim: int, outtype: Q) -> Q:
     return Q.F32 if ndim == 1 else outtype
 
 
+@cache
+def _table(src: str, dst: Q) -> np.ndarray:
+    """Every 16-bit source value converted once by numpy (exact, round-to-nearest-even, subnormals,
+    inf and NaN included): a 64K-entry table that fits in L2, so a conversion is one lookup."""
+    bits = np.arange(1 << 16, dtype=np.uint32)
+    values = (bits << 16).view(np.float32) if src == "BF16" else bits.astype(np.uint16).view(np.float16)
+    with np.errstate(over="ignore"):
+        return values.astype(_NUMPY_OF[dst])
+
+
+_SUB = 1 << 18  # elements per lookup pass: source, table and result stay in cache
+
+
 def convert_rows(raw: np.ndarray, src: str, dst: Q) -> np.ndarray:
     """``raw`` (source dtype, bf16 as uint16) as ``dst`` (bf16 as uint16); no copy when equal."""
     src_type = _SOURCE_TYPE[src]
     if src_type == dst:
         return raw
-    if src == "BF16":
-        f32 = np.left_shift(raw, 16, dtype=np.uint32).view(np.float32)
+    flat = raw.reshape(-1)
+    out = np.empty(flat.size, _NUMPY_OF[dst])
+    if src == "BF16" and dst == Q.F32:
+        np.left_shift(flat, 16, out=out.view(np.uint32), dtype=np.uint32)
+    elif src in ("BF16", "F16") and dst != Q.BF16:
+        table, bits = _table(src, dst), flat.view(np.uint16)
+        for i in range(0, flat.size, _SUB):
+            np.take(table, bits[i : i + _SUB], out=out[i : i + _SUB], mode="wrap")
     elif dst == Q.BF16:
-        f32 = raw.astype(np.float32, copy=False)
+        out = gguf.quants.quantize(flat.astype(np.float32, copy=False), Q.BF16)
     else:
-        return raw.astype(_NUMPY_OF[dst])
-    if dst == Q.F32:
-        return f32
-    if dst == Q.F16:
-        return f32.astype(np.float16)
-    return gguf.quants.quantize(f32, Q.BF16)
+        for i in range(0, flat.size, _SUB):
+            out[i : i + _SUB] = flat[i : i + _SUB]
+    return out.reshape(raw.shape)
 
 
 @dataclass

@@ -203,3 +203,67 @@ def _save_sharded(folder: Path, state: dict, stem: str, ext: str, shards: int = 
     total = sum(t.numel() * t.element_size() for t in state.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (folder / f"{stem}.{ext}.index.json").write_text(json.dumps(index, indent=2))
+
+
+def write_synthetic(folder: Path, *, hidden: int, ff: int, layers: int, heads: int, kv_heads: int,
+                    vocab: int, shards: int = 2, seed: int = 0) -> int:  # fmt: skip
+    """A Llama checkpoint of real size made without torch: bf16 weights with a realistic spread
+    (N(0, 0.02), a 16 MiB pattern repeated), sharded safetensors with an index, config.json and a
+    ``vocab``-piece tokenizer. Returns the bytes of weights written."""
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    pattern = (rng.standard_normal(8 << 20, dtype=np.float32) * 0.02).view(np.uint32)
+    pattern = (pattern >> 16).astype(np.uint16)  # bf16 bits
+    kv = hidden // heads * kv_heads
+    shapes = {"model.embed_tokens.weight": (vocab, hidden)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "input_layernorm.weight": (hidden,),
+            p + "self_attn.q_proj.weight": (hidden, hidden),
+            p + "self_attn.k_proj.weight": (kv, hidden),
+            p + "self_attn.v_proj.weight": (kv, hidden),
+            p + "self_attn.o_proj.weight": (hidden, hidden),
+            p + "post_attention_layernorm.weight": (hidden,),
+            p + "mlp.gate_proj.weight": (ff, hidden),
+            p + "mlp.up_proj.weight": (ff, hidden),
+            p + "mlp.down_proj.weight": (hidden, ff),
+        })  # fmt: skip
+    shapes["model.norm.weight"] = (hidden,)
+    shapes["lm_head.weight"] = (vocab, hidden)
+    names = list(shapes)
+    per = -(-len(names) // shards)
+    weight_map, total = {}, 0
+    for s in range(shards):
+        fname = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+        part = names[s * per : (s + 1) * per]
+        header, offset = {"__metadata__": {"format": "pt"}}, 0
+        for name in part:
+            n = 2 * int(np.prod(shapes[name]))
+            header[name] = {"dtype": "BF16", "shape": list(shapes[name]), "data_offsets": [offset, offset + n]}
+            offset += n
+        blob = json.dumps(header).encode()
+        blob += b" " * (-len(blob) % 8)
+        with open(folder / fname, "wb") as f:
+            f.write(struct.pack("<Q", len(blob)) + blob)
+            for name in part:
+                n = int(np.prod(shapes[name]))
+                if len(shapes[name]) == 1:
+                    f.write(np.full(n, 0x3F80, np.uint16).tobytes())  # norms: 1.0
+                    continue
+                for start in range(0, n, pattern.size):
+                    f.write(pattern[: min(pattern.size, n - start)].tobytes())
+        weight_map.update(dict.fromkeys(part, fname))
+        total += offset
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    config = {**LLAMA2_CONFIG, "hidden_size": hidden, "intermediate_size": ff, "num_hidden_layers": layers,
+              "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": vocab,
+              "torch_dtype": "bfloat16"}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    (folder / "tokenizer.model").write_bytes(extend_spm(train_spm(), vocab))
+    tc = {"add_bos_token": True, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tc))
+    return total
