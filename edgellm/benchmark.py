@@ -165,7 +165,7 @@ def _ttft_prompt(engine: Engine, n_prompt: int) -> list[dict[str, str]]:
 
 def measure(path: Path, setting: Setting, log=None) -> BenchRow:  # noqa: ANN001 (a print-like callable)
     """Run one setting in this process."""
-    n_ctx = max(setting.n_prompt, setting.n_gen) + 16
+    n_ctx = max(setting.n_prompt, setting.n_gen) + 256  # room for the chat template around the TTFT prompt
     options = LoadOptions(n_ctx=n_ctx, n_threads=setting.threads, n_gpu_layers=setting.gpu_layers, n_batch=N_BATCH)
     rng = np.random.default_rng(_SEED)
     with Engine(path, options) as engine:
@@ -209,7 +209,8 @@ def measure(path: Path, setting: Setting, log=None) -> BenchRow:  # noqa: ANN001
                 pp.samples_s.append(prompt_run())
             if setting.n_gen:
                 tg.samples_s.append(gen_run(setting.n_gen))
-            ttft.append(first_token_run())
+            if setting.n_prompt:
+                ttft.append(first_token_run())
         return BenchRow(
             model=str(engine.path),
             model_type=_model_type(engine),

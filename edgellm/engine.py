@@ -330,7 +330,7 @@ class Engine:
         benchmarks time raw decoding. Call reset() first for a fresh sequence."""
         n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         out = np.empty((max(len(tokens) - first, 0), n_vocab), dtype=np.float32)
-        step, row = self.options.n_batch, 0
+        step, row = llama_cpp.llama_n_batch(self._ctx), 0  # llama.cpp caps n_batch at n_ctx
         batch = llama_cpp.llama_batch_init(step, 0, 1)
         try:
             with self._lock:

@@ -129,11 +129,20 @@ class Reference:
         self.top = np.empty(rows, dtype=np.int64)
         self._file = tempfile.TemporaryFile(prefix="edgellm-ref-")  # noqa: SIM115 (closed by close())
         self.log_probs = self._storage(rows, engine.info.vocab_size)
+        t0 = time.perf_counter()
         for i, scores in enumerate(score_chunks(engine, chunks, "reference", on_chunk)):
             part = slice(i * per, (i + 1) * per)
             self.log_probs[part] = scores.log_probs
             self.nll[part] = scores.nll
             self.top[part] = scores.top
+        self.seconds = time.perf_counter() - t0
+
+    def self_result(self, text: str) -> EvalResult:
+        """The reference's own scores (KLD 0, same top token everywhere) without another pass."""
+        result = EvalResult(str(self.path), self.file_type, text, len(self.chunks[0]), len(self.chunks), self.seconds)
+        add_perplexity(result, self.nll)
+        add_comparison(result, self.nll, self, np.zeros(len(self.nll)), np.ones(len(self.nll), dtype=bool))
+        return result
 
     def _storage(self, rows: int, n_vocab: int) -> np.ndarray:
         size = rows * n_vocab * 4

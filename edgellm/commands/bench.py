@@ -13,6 +13,7 @@ import llama_cpp
 from edgellm.benchmark import Setting, run_settings, table
 from edgellm.commands.options import gpu_layers
 from edgellm.engine import default_threads
+from edgellm.gguf_file import inspect
 from edgellm.resolve import resolve_model
 
 
@@ -62,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = resolve_model(args.model)
+    model = inspect(resolve_model(args.model)).path  # a bad file fails here, before any worker starts
     threads = args.threads or [default_threads()]
     settings = [
         Setting(threads=t, gpu_layers=g, n_prompt=args.n_prompt, n_gen=args.n_gen, reps=args.repetitions)

@@ -36,9 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def chunk_progress(out: TextIO = sys.stderr) -> OnChunk:
-    """Progress of a scoring pass: chunks, tokens/s and ETA; redrawn in place on a terminal,
-    a line every 10 s otherwise (logs, CI)."""
+def chunk_progress(out: TextIO | None = None) -> OnChunk:
+    """Progress of a scoring pass on ``out`` (stderr): chunks, tokens/s and ETA; redrawn in place
+    on a terminal, a line every 10 s otherwise (logs, CI)."""
+    out = out or sys.stderr
     last = [0.0]
     tty = out.isatty()
 

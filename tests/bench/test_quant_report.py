@@ -1,0 +1,78 @@
+"""The quantization report (table + size-vs-KLD PNG) and the PNG writer behind it."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from edgellm import plot
+from edgellm.evaluate import EvalPlan
+from edgellm.quant_report import build_report, table, write_plot
+
+
+def read_png(path: Path) -> np.ndarray:
+    """Decode an 8-bit RGB PNG, checking every chunk's CRC (enough for what plot.py writes)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + body)
+        chunks[kind] = chunks.get(kind, b"") + body
+        pos += 12 + length
+    width, height, depth, color = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (depth, color) == (8, 2) and b"IEND" in chunks
+    rows = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), dtype=np.uint8).reshape(height, 1 + width * 3)
+    assert not rows[:, 0].any()  # filter type 0
+    return rows[:, 1:].reshape(height, width, 3)
+
+
+def test_report_rows_table_and_plot(default_model: Path, quantized: dict[str, Path], tmp_path: Path) -> None:
+    plan = EvalPlan(text_spec="bundled:en", n_ctx=64, max_chunks=2, threads=2)
+    rows = build_report(default_model, [quantized["Q8_0"], quantized["Q4_0"]], plan, n_gen=8, reps=1)
+    assert [r.info.file_type for r in rows] == ["Q4_1", "Q8_0", "Q4_0"]
+    assert rows[0].result.kld.value == 0 and rows[0].result.same_top.value == 1
+    assert rows[1].result.kld.value < rows[2].result.kld.value
+    assert all(r.generation.avg_ts > 0 and len(r.generation.samples_s) == 1 for r in rows)
+    assert all(r.result.ppl_ref.value == rows[0].result.ppl.value for r in rows)
+    lines = table(rows).splitlines()
+    assert len(lines) == 5 and lines[0].split("|")[1].strip() == "type" and "ΔPPL %" in lines[0]
+    png = tmp_path / "report.png"
+    write_plot(rows, png)
+    image = read_png(png)
+    assert image.shape == (600, 900, 3)
+    for color in plot._PALETTE[:2]:  # one marker per quantized output
+        assert (image == color).all(axis=2).sum() > 50
+
+
+def test_scatter_places_points_on_a_log_axis(tmp_path: Path) -> None:
+    """Bigger KLD is higher up; bigger files further right; y <= 0 cannot be drawn on a log axis."""
+    points = [plot.Point(100, 0.001, "A"), plot.Point(300, 0.1, "B"), plot.Point(200, 0.0, "ZERO")]
+    path = tmp_path / "p.png"
+    plot.scatter(points, path, "T", "X", "Y")
+    image = read_png(path)
+    centres = []
+    for color in plot._PALETTE[:2]:
+        ys, xs = np.nonzero((image == color).all(axis=2))
+        centres.append((np.median(xs), np.median(ys)))
+    (ax, ay), (bx, by) = centres
+    assert bx > ax and by < ay
+    assert not (image == plot._PALETTE[2]).all(axis=2).any()
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_text_mask_and_ticks() -> None:
+    assert plot.text_mask("Q4_K_M").shape == (14, 2 * (6 * 5 + 5))
+    assert (plot.text_mask("é") == plot.text_mask("?")).all()
+    for lo, hi in ((93.8, 270.0), (0.3, 0.31), (1000.0, 14000.0)):
+        ticks = plot.nice_ticks(lo, hi)
+        steps = np.diff(ticks)
+        mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]))
+        assert ticks[0] <= lo and ticks[-1] >= hi and 3 <= len(ticks) <= 9
+        assert np.allclose(steps, steps[0]) and any(np.isclose(mantissa, m) for m in (1, 2, 5))
+    assert [plot.format_tick(v) for v in (0.001, 0.1, 1.0, 250.0, 1e-5)] == ["0.001", "0.1", "1", "250", "1E-5"]
