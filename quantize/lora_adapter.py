@@ -23,7 +23,7 @@ from quantize.errors import ConfigError, UnsupportedModel
 from quantize.families import find_family
 from quantize.progress import Progress
 from quantize.sources import Checkpoint, TensorRef, load_config
-from quantize.sources.lora import Adapter, LoraPair, f32, hf_row_transform, read_adapter
+from quantize.sources.lora import Adapter, FamilyView, LoraPair, f32, read_adapter
 from quantize.tensors import FLOAT_TYPES, TensorPlan
 from quantize.writer import atomic_output, write_gguf
 
@@ -69,7 +69,7 @@ def merge_command(adapter: Adapter) -> str:
 def _refuse_embedding_changes(adapter: Adapter) -> None:
     """llama.cpp adds low-rank deltas at run time; it cannot swap in a resized vocabulary."""
     saved = sorted(adapter.replacements)
-    embedding = [p.module for p in adapter.pairs.values() if p.transposed]
+    embedding = [p.module for p in adapter.pairs.values() if p.embedding]
     if saved or embedding:
         what = f"replaces {', '.join(saved)} (modules_to_save)" if saved else f"adapts {', '.join(embedding)}"
         raise UnsupportedModel(
@@ -106,26 +106,28 @@ def _alpha(pairs: list[LoraPair]) -> float:
 def plan_adapter(adapter: Adapter, base: Checkpoint, outtype: str) -> tuple[list[TensorPlan], float]:
     """The adapter's tensors under GGUF names with llama.cpp's shapes and the base's row order."""
     _refuse_embedding_changes(adapter)
-    family = find_family(base.config, base.config_path)
-    hp = family.hparams(base)
-    tmap = gguf.get_tensor_name_map(family.gguf_arch, hp.n_layer)
+    view = FamilyView(base)
+    if view.family is None:
+        find_family(base.config, base.config_path)  # raises: which families are supported
     pairs = sorted(adapter.pairs.items())
     alpha = _alpha([p for _, p in pairs])
     out = FLOAT_TYPES[outtype]
     plans = []
     for name, pair in pairs:
-        found = tmap.get_type_and_name(name, try_suffixes=(".weight", ".bias"))
+        found = view.kind_and_name(name)
         if found is None:
-            raise UnsupportedModel(f"{adapter.weights}: '{pair.module}' is not a tensor of a {family.name} model")
+            raise UnsupportedModel(f"{adapter.weights}: '{pair.module}' is not a tensor of a {view.family.name} model")
         factor = pair.scale * pair.rank / alpha
         b = pair.b if factor == 1 else ScaledTensor(pair.b, factor)
         plans.append(TensorPlan(f"{found[1]}.lora_a", pair.a, out))
-        plans.append(TensorPlan(f"{found[1]}.lora_b", b, out, hf_row_transform(base, name)))
+        plans.append(TensorPlan(f"{found[1]}.lora_b", b, out, view.hf_row_transform(name)))
     return plans, alpha
 
 
 def default_output(adapter: Adapter, outtype: str) -> Path:
-    return adapter.folder / f"{adapter.folder.name}-LoRA-{outtype.upper()}.gguf"
+    """Beside the adapter, named by the GGUF convention (``{name}-F16-LoRA.gguf``)."""
+    name = gguf.naming_convention(adapter.folder.name, None, None, None, None, outtype, "LoRA")
+    return adapter.folder / f"{name}.gguf"
 
 
 def write_lora_adapter(adapter_folder: str | Path, out: str | Path | None = None, *, base: str | Path | None = None,

@@ -44,14 +44,20 @@ def f32(ref: TensorRef, start: int = 0, stop: int | None = None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LoraPair:
-    """One adapted weight: delta = (B @ A) * scale, transposed for fan_in_fan_out layers and embeddings."""
+    """One adapted weight: delta = (B @ A) * scale, transposed for embeddings and fan_in_fan_out
+    (Conv1D) layers, whose weights are stored (in, out)."""
 
     module: str  # the HF module, e.g. model.layers.0.self_attn.q_proj
     a: TensorRef  # (r, in) — (r, rows) when transposed
     b: TensorRef  # (out, r) — (columns, r) when transposed
     scale: float
-    transposed: bool
+    embedding: bool = False
+    fan_in_fan_out: bool = False
     b_transform: RowTransform | None = None  # the base's row order, applied to B (Q/K of a Meta base)
+
+    @property
+    def transposed(self) -> bool:
+        return self.embedding or self.fan_in_fan_out
 
     @property
     def rank(self) -> int:
@@ -190,7 +196,7 @@ def read_adapter(folder: str | Path) -> Adapter:
     if weights is None:
         raise CheckpointError(f"{folder}: no {' or '.join(WEIGHTS)}; download the adapter's weights")
     halves: dict[str, dict[str, TensorRef]] = {}
-    transposed: dict[str, bool] = {}
+    embeddings: set[str] = set()
     replacements: dict[str, TensorRef] = {}
     for key, ref in _tensors(weights).items():
         name = key.removeprefix(_PREFIX)
@@ -201,7 +207,8 @@ def read_adapter(folder: str | Path) -> Adapter:
         m = _LORA_KEY.fullmatch(name)
         if m:
             halves.setdefault(m["module"], {})[m["ab"] or m["emb"]] = ref
-            transposed[m["module"]] = bool(m["emb"]) or bool(config.get("fan_in_fan_out"))
+            if m["emb"]:
+                embeddings.add(m["module"])
             continue
         saved = _SAVED_KEY.fullmatch(name)
         if saved is None or ".lora_" in name:
@@ -216,7 +223,9 @@ def read_adapter(folder: str | Path) -> Adapter:
             raise CheckpointError(
                 f"{weights}: '{module}' has lora_A {list(a.shape)} and lora_B {list(b.shape)}, which do not multiply"
             )
-        pairs[f"{module}.weight"] = LoraPair(module, a, b, scale_for(config, module, a.shape[0]), transposed[module])
+        pairs[f"{module}.weight"] = LoraPair(module, a, b, scale_for(config, module, a.shape[0]),
+                                             embedding=module in embeddings,
+                                             fan_in_fan_out=bool(config.get("fan_in_fan_out")))  # fmt: skip
     if not pairs and not replacements:
         raise CheckpointError(f"{weights}: holds no LoRA weights")
     return Adapter(folder, config, weights, pairs, replacements)
@@ -229,24 +238,42 @@ def _wrong_base(adapter: Adapter, what: str, base: Checkpoint) -> CheckpointErro
     )
 
 
-def delta_transform(base: Checkpoint, name: str) -> RowTransform | None:
-    """The row reordering that turns an HF-layout delta for tensor ``name`` into ``base``'s layout:
-    llama's Q/K un-permutation when the base (a Meta checkpoint) is already in llama.cpp's layout."""
-    if base.hf_rope_layout:
-        return None
-    return hf_row_transform(base, name)
+class FamilyView:
+    """The base model's family as the adapters see it: GGUF names and HF-layout row transforms.
+    ``family`` is None for models no family claims (merging still works in HF space)."""
 
+    def __init__(self, base: Checkpoint) -> None:
+        from quantize.families import find_family
 
-def hf_row_transform(base: Checkpoint, name: str) -> RowTransform | None:
-    """What the base's family does to the rows of an HF-layout tensor ``name`` (None: nothing)."""
-    from quantize.families import find_family
+        self.base = base
+        try:
+            self.family = find_family(base.config, base.config_path)
+        except UnsupportedModel:
+            self.family = None
+            return
+        self.hp = self.family.hparams(base)
+        self.names = gguf.get_tensor_name_map(self.family.gguf_arch, self.hp.n_layer)
 
-    family = find_family(base.config, base.config_path)
-    hp = family.hparams(base)
-    found = gguf.get_tensor_name_map(family.gguf_arch, hp.n_layer).get_type_and_name(name, (".weight", ".bias"))
-    if found is None:
-        return None
-    return family.transform_for(found[0], hp, dataclasses.replace(base, hf_rope_layout=True))
+    def kind_and_name(self, name: str) -> tuple[gguf.MODEL_TENSOR, str] | None:
+        return self.names.get_type_and_name(name, (".weight", ".bias")) if self.family else None
+
+    def hf_row_transform(self, name: str) -> RowTransform | None:
+        """What the family does to the rows of an HF-layout tensor ``name`` (llama: Q/K un-permutation)."""
+        found = self.kind_and_name(name)
+        if found is None:
+            return None
+        return self.family.transform_for(found[0], self.hp, dataclasses.replace(self.base, hf_rope_layout=True))
+
+    def delta_transform(self, name: str) -> RowTransform | None:
+        """Turns an HF-layout delta into the base's own row order: only a base already in llama.cpp's
+        layout (a Meta checkpoint) needs it."""
+        return None if self.base.hf_rope_layout else self.hf_row_transform(name)
+
+    def fit(self, pair: LoraPair, name: str) -> LoraPair:
+        """``pair`` as PEFT applies it to this base: fan_in_fan_out only on Conv1D weights, which no
+        family here has (peft resets it to False for nn.Linear), and B in the base's row order."""
+        fan_in_fan_out = pair.fan_in_fan_out and self.family is None
+        return dataclasses.replace(pair, fan_in_fan_out=fan_in_fan_out, b_transform=self.delta_transform(name))
 
 
 def _vocab_rows(tensors: dict[str, TensorRef]) -> int | None:
@@ -258,6 +285,7 @@ def merge_adapters(base: Checkpoint, folders: list[str | Path]) -> Checkpoint:
     """``base`` with each adapter of ``folders`` merged in order; checked, nothing computed yet."""
     tensors = dict(base.tensors)
     base_rows = _vocab_rows(tensors)
+    view = FamilyView(base)
     tokenizer: Path | None = None
     names = []
     for folder in folders:
@@ -274,10 +302,10 @@ def merge_adapters(base: Checkpoint, folders: list[str | Path]) -> Checkpoint:
             target = tensors.get(name)
             if target is None:
                 raise _wrong_base(adapter, f"it adapts '{pair.module}' but the base has no '{name}'", base)
+            pair = view.fit(pair, name)
             if pair.shape != tuple(target.shape):
                 shapes = f"{list(pair.shape)} but the base tensor {list(target.shape)}"
                 raise _wrong_base(adapter, f"its delta for '{name}' is {shapes}", base)
-            pair = dataclasses.replace(pair, b_transform=delta_transform(base, name))
             if isinstance(target, MergedTensor):
                 tensors[name] = dataclasses.replace(target, deltas=(*target.deltas, pair))
             else:

@@ -126,6 +126,13 @@ def test_fan_in_fan_out_adapter_on_conv1d_weights_matches_peft(tmp_path: Path) -
         np.testing.assert_allclose(ref.read_rows(0, ref.shape[0]), merged[name], rtol=1e-6, atol=1e-6, err_msg=name)
 
 
+def test_fan_in_fan_out_is_ignored_on_linear_weights_as_peft_does(world: World, tmp_path: Path) -> None:
+    flagged = copy_adapter(world.style, tmp_path / "flagged", fan_in_fan_out=True)
+    name = "model.layers.0.self_attn.q_proj.weight"  # square: a transposed delta would fit too
+    plain, odd = (merge_adapters(open_checkpoint(world.base), [a]).tensors[name] for a in (world.style, flagged))
+    assert np.array_equal(odd.read_rows(0, 64), plain.read_rows(0, 64))
+
+
 def test_runtime_adapter_matches_the_merged_model(world: World, base_gguf: Path, style_merged_gguf: Path) -> None:
     adapter = write_lora_adapter(world.style, world.root / "style-lora-f16.gguf", progress=False)
     ids = [i for i in IDS if i < BASE_VOCAB]
