@@ -1,0 +1,51 @@
+"""`edgellm chat [MODEL]`: the chat TUI, reopening where the user left off."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgellm.commands.options import add_load_options, add_sampling_options, load_options
+from edgellm.gguf_file import inspect
+from edgellm.resolve import resolve_model
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="chat in a terminal app: saved chats, model picker, live speed and memory")
+    p.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="`default`, a model name or a .gguf path (default: the last chat's model, else `default`)",
+    )
+    p.add_argument("--db", default=None, metavar="FILE", help="chat database (default: chats.db in the data folder)")
+    add_load_options(p)
+    add_sampling_options(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Textual and the TUI load only for this verb: `edgellm run` stays quick to start.
+    from edgellm.tui.app import ChatApp
+    from edgellm.tui.chat_settings import ChatSettings
+    from edgellm.tui.sessions import SessionStore
+
+    model = args.model
+    if model is not None:
+        inspect(resolve_model(model))  # a bad MODEL is a one-line error before the screen opens
+        if Path(model).expanduser().is_file():  # chats remember files by absolute path
+            model = str(Path(model).expanduser().resolve())
+    store = SessionStore(args.db)
+    app = ChatApp(
+        store,
+        model=model,
+        base_options=load_options(args),
+        new_chat_settings=ChatSettings.from_args(args),
+        new_chat_system=args.system,
+    )
+    try:
+        app.run()
+    finally:
+        app.slot.close()
+        store.close()
+    return app.return_code or 0

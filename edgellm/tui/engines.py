@@ -1,0 +1,94 @@
+"""The one model the TUI holds in memory, swapped when a chat asks for another model or load options.
+
+A laptop holds one model at a time: the slot frees the old engine before it loads the next. The
+TUI talks to the engine only through `ChatEngine`, which `edgellm.engine.Engine` satisfies and the
+tests' scripted engine imitates."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from edgellm.engine import Engine, LoadOptions, SamplingParams, TurnStats
+from edgellm.gguf_file import GGUFInfo
+from edgellm.resolve import resolve_model
+
+
+class ChatTurn(Protocol):
+    stats: TurnStats
+
+    @property
+    def text(self) -> str: ...
+
+    def __iter__(self) -> Iterator[str]: ...
+
+
+class ChatEngine(Protocol):
+    info: GGUFInfo
+    options: LoadOptions
+    n_ctx: int
+    template: str
+
+    def chat(self, messages: list[dict[str, str]], params: SamplingParams | None = None) -> ChatTurn: ...
+
+    def fit(self, messages: list[dict[str, str]], reserve: int) -> tuple[list[dict[str, str]], int]: ...
+
+    def cancel(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Loader = Callable[[str, LoadOptions], ChatEngine]
+
+
+def load_engine(model: str, options: LoadOptions) -> ChatEngine:
+    """`default`, a store name or a .gguf path, loaded by llama.cpp."""
+    return Engine(resolve_model(model), options)
+
+
+def close_engine(engine: ChatEngine) -> None:
+    engine.close()
+
+
+class EngineSlot:
+    """Holds at most one engine, keyed by (model, load options); safe to use from worker threads."""
+
+    def __init__(self, loader: Loader = load_engine, release: Callable[[ChatEngine], None] = close_engine) -> None:
+        self._loader = loader
+        self._release = release
+        self._lock = threading.Lock()
+        self._key: tuple[str, LoadOptions] | None = None
+        self.engine: ChatEngine | None = None
+
+    def holds(self, model: str, options: LoadOptions) -> bool:
+        return self.engine is not None and self._key == (model, options)
+
+    @contextlib.contextmanager
+    def use(self, model: str, options: LoadOptions) -> Iterator[ChatEngine]:
+        """The engine for ``model`` with ``options`` (loaded if it is not the one held), which
+        cannot be swapped or closed until the block ends: a turn runs inside it."""
+        with self._lock:
+            if self.engine is None or self._key != (model, options):
+                self._drop()
+                self.engine = self._loader(model, options)
+                self._key = (model, options)
+            yield self.engine
+
+    def load(self, model: str, options: LoadOptions) -> None:
+        with self.use(model, options):
+            pass
+
+    def close(self) -> None:
+        """Stop whatever runs on the engine, wait for it, and free the model."""
+        engine = self.engine
+        if engine is not None:
+            engine.cancel()
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self.engine is not None:
+            engine, self.engine, self._key = self.engine, None, None
+            self._release(engine)
