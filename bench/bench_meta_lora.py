@@ -40,7 +40,9 @@ def write_checkpoint(folder: Path, dim: int, layers: int, shards: int, vocab: in
     ffn = 256 * ((int(2 * 4 * dim / 3 * 1.3) + 255) // 256)  # 70B's ffn_dim_multiplier 1.3, multiple_of 256
     kv = kv_heads * 128
     shapes = {
-        "tok_embeddings.weight": ((vocab, dim), 1), "norm.weight": ((dim,), None), "output.weight": ((vocab, dim), 0)
+        "tok_embeddings.weight": ((vocab, dim), 1),
+        "norm.weight": ((dim,), None),
+        "output.weight": ((vocab, dim), 0),
     }
     for i in range(layers):
         shapes |= {

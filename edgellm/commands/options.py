@@ -19,10 +19,17 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto",
                    help="flash attention (default: auto, llama.cpp's choice)")
     g.add_argument("--verbose", action="store_true", help="llama.cpp's log and per-turn statistics on stderr")
-    g.add_argument("--lora", action="append", type=Path, default=[], metavar="FILE",
-                   help="GGUF LoRA adapter applied at load time, repeatable (`edgellm quantize ADAPTER --lora-only`)")
-    g.add_argument("--lora-scale", action="append", type=float, default=[], metavar="S",
-                   help="strength of the matching --lora (default 1.0)")
+    g.add_argument(
+        "--lora",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="GGUF LoRA adapter applied at load time, repeatable (`edgellm quantize ADAPTER --lora-only`)",
+    )
+    g.add_argument(
+        "--lora-scale", action="append", type=float, default=[], metavar="S", help="strength of the matching --lora"
+    )
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:

@@ -217,6 +217,11 @@ def open_checkpoint(folder: Path) -> Checkpoint | None:
     tensors = _merge_shards(files)
     config = hf_config(read_json(path), path, tensors, folder.name)
     return Checkpoint(
-        folder, config, dict(tensors), label(files), path, hf_rope_layout=False,
+        folder,
+        config,
+        dict(tensors),
+        label(files),
+        path,
+        hf_rope_layout=False,
         tokenizer_folder=tokenizer_folder(folder),
     )

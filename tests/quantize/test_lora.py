@@ -3,12 +3,10 @@ against transformers + peft's merge_and_unload() on a tiny Llama-2 with grouped-
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
-import llama_cpp
 import numpy as np
 import pytest
 
@@ -35,17 +33,6 @@ def torch_logits(model, ids: list[int]) -> np.ndarray:  # noqa: ANN001
 
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].numpy()
-
-
-def engine_logits(engine: Engine, ids: list[int]) -> np.ndarray:
-    """Logits after each token, through the Engine (its LoRA adapters applied), one decode per token."""
-    n_vocab = llama_cpp.llama_vocab_n_tokens(engine._vocab)
-    rows = []
-    for token in ids:
-        assert engine._decode([token])
-        ptr = llama_cpp.llama_get_logits_ith(engine._ctx, -1)
-        rows.append(np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), (n_vocab,)).copy())
-    return np.array(rows)
 
 
 @dataclass(frozen=True)
@@ -139,9 +126,9 @@ def test_runtime_adapter_matches_the_merged_model(world: World, base_gguf: Path,
     merged = gguf_logits(style_merged_gguf, ids)
     options = LoadOptions(n_ctx=64, n_threads=2, kv_f32=True)
     with Engine(base_gguf, LoadOptions(**{**vars(options), "loras": [(adapter, 1.0)]})) as engine:
-        with_adapter = engine_logits(engine, ids)
+        with_adapter = engine.logits(ids)
     with Engine(base_gguf, options) as engine:
-        without = engine_logits(engine, ids)
+        without = engine.logits(ids)
     assert nmse(with_adapter, merged) < 1e-5  # f16 A and B
     assert nmse(without, merged) > 1e-2  # the adapter really changes the model
     fields = {k: f.contents() for k, f in gguf.GGUFReader(adapter).fields.items() if not k.startswith("GGUF.")}

@@ -42,9 +42,7 @@ def ggufs(folders: tuple[Path, Path]) -> tuple[Path, Path]:
 
 def _fields(reader: gguf.GGUFReader) -> dict[str, object]:
     skip = ("general.", "GGUF.")
-    return {
-        name: (f.contents() if f.types else None) for name, f in reader.fields.items() if not name.startswith(skip)
-    }
+    return {name: (f.contents() if f.types else None) for name, f in reader.fields.items() if not name.startswith(skip)}
 
 
 def test_meta_checkpoint_converts_to_the_same_tensors_as_the_hf_route(ggufs: tuple[Path, Path]) -> None:
