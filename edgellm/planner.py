@@ -10,6 +10,7 @@ Memory = weights + KV cache + compute buffers, as llama.cpp allocates them (CPU 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, replace
@@ -276,13 +277,26 @@ def for_entry(entry: ModelEntry, qtype: str, ctx: int | None = None, **kw: objec
     return estimate(geom, Weights.from_params(entry.shape, qtype), ctx or default_context(entry.context), **kw)
 
 
-def for_file(path: str | os.PathLike[str], ctx: int | None = None, **kw: object) -> tuple[Geometry, Weights, Estimate]:
-    """A GGUF file, weights counted exactly from its tensors."""
+@functools.lru_cache(maxsize=16)
+def _sized(path: str, size: int, mtime_ns: int) -> tuple[Geometry, Weights]:
+    """Reading a GGUF header costs seconds for a large vocabulary: once per file version."""
     from edgellm import gguf_file
 
     info = gguf_file.inspect(path)
     geom = Geometry.from_gguf(info)
-    weights = Weights.from_gguf(info.path, geom.layers)
+    return geom, Weights.from_gguf(info.path, geom.layers)
+
+
+def for_file(path: str | os.PathLike[str], ctx: int | None = None, **kw: object) -> tuple[Geometry, Weights, Estimate]:
+    """A GGUF file, weights counted exactly from its tensors."""
+    from edgellm import gguf_file
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        gguf_file.inspect(path)  # the same one-line error a load would give
+        raise
+    geom, weights = _sized(os.fspath(path), st.st_size, st.st_mtime_ns)
     return geom, weights, estimate(geom, weights, ctx or default_context(geom.context), **kw)
 
 
