@@ -239,3 +239,57 @@ def test_unknown_and_unsafe_names_are_refused(env: dict[str, str], hub: FakeHub)
         line = error_line(edgellm(env, "pull", bad))
         assert "not a model name" in line or "unknown quantization type" in line, line
     assert hub.log == []
+
+
+def _has_pipeline() -> bool:
+    try:
+        import quantize
+    except ImportError:
+        return False
+    return callable(getattr(quantize, "run", None))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """A tiny Llama-2 checkpoint in the Hub's layout (sharded safetensors + index + tokenizer), plus
+    decoys a conversion must not download: a second copy of the weights as .bin, Meta's original."""
+    from tests.quantize import builders
+
+    folder = builders.build(
+        tmp_path_factory.mktemp("hf") / "tiny-llama",
+        builders.LLAMA2_CONFIG,
+        builders.train_spm(600),
+        layout="safetensors-sharded",
+    )
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    files["pytorch_model.bin"] = b"decoy: a second copy of the weights"
+    files["original/consolidated.00.pth"] = b"decoy: Meta's original checkpoint"
+    files["README.md"] = b"# tiny llama\n"
+    return files
+
+
+@pytest.mark.skipif(not _has_pipeline(), reason="the conversion pipeline (quantize.run) is not built yet")
+def test_pull_converts_a_checkpoint_downloading_only_what_conversion_reads(
+    env: dict[str, str], hub: FakeHub, checkpoint: dict[str, bytes]
+) -> None:
+    hub.add(CKPT_REPO, checkpoint)
+    proc = edgellm(env, "pull", "tiny-llama")  # registry: no GGUF repo, recommended Q8_0
+    assert proc.returncode == 0, proc.stderr
+    fetched = {r.path.split("/resolve/", 1)[1].split("/", 1)[1] for r in hub.requests("HEAD", "/resolve/")}
+    assert fetched == {n for n in checkpoint if n.endswith((".safetensors", ".json", ".model"))}
+    assert not hub.requests(contains="pytorch_model.bin") and not hub.requests(contains="consolidated")
+    path = stored(env, "tiny-llama", "Q8_0")
+    from edgellm.gguf_file import inspect
+
+    info = inspect(path)
+    assert info.file_type == "Q8_0" and info.architecture == "llama"
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    assert manifest["source"] == {
+        "endpoint": hub.endpoint,
+        "repo": CKPT_REPO,
+        "commit": hub.repos[CKPT_REPO].commit,
+        "converted_to": "Q8_0",
+    }
+    run = edgellm(env, "run", "tiny-llama", "Hello", "--max-tokens", "4", "--temperature", "0")
+    assert run.returncode == 0, run.stderr
+    assert not list((Path(env["EDGELLM_HOME"]) / "models" / ".partial").iterdir())
