@@ -21,7 +21,7 @@ import llama_cpp
 import numpy as np
 import psutil
 
-from edgellm import chat_templates, gguf_file, llama_log, probe
+from edgellm import chat_templates, gguf_file, llama_log, probe, store
 from edgellm.errors import BadModelFile, ContextOverflow, EdgeLLMError
 
 # Architectures whose own tokenizers NFC-normalize input (llama.cpp does not).
@@ -139,7 +139,7 @@ class Engine:
         self._pieces: dict[int, bytes] = {}
         self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
         self.n_threads = self.options.n_threads or default_threads()
-        self.template = self.info.chat_template or _FALLBACK_TEMPLATE
+        self.template = self.info.chat_template or store.chat_template_for(self.path) or _FALLBACK_TEMPLATE
         self.bos_token = self._special_text(llama_cpp.llama_vocab_bos(self._vocab))
         self.eos_token = self._special_text(llama_cpp.llama_vocab_eos(self._vocab))
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))

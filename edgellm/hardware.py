@@ -1,7 +1,8 @@
 """What this machine has to run a model with: RAM (psutil) and, in a GPU build, VRAM.
 
-VRAM is read from `nvidia-smi` (the one tool every NVIDIA driver ships) and only when llama.cpp
-was built with GPU offload; a CPU build has no VRAM to plan for, whatever the hardware."""
+VRAM is asked of ggml's own device registry (edgellm.backends: what llama.cpp will plan with, for
+CUDA, Metal, Vulkan alike), else of `nvidia-smi`; and only when llama.cpp was built with GPU
+offload: a CPU build has no VRAM to plan for, whatever the hardware."""
 
 from __future__ import annotations
 
@@ -74,8 +75,14 @@ def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
+def ggml_gpus() -> tuple[Gpu, ...]:
+    from edgellm import backends
+
+    return tuple(Gpu(d.description or d.name, d.total, d.free) for d in backends.gpus() if d.total)
+
+
 def probe() -> Machine:
     """This machine, now."""
     vm = psutil.virtual_memory()
     offload = gpu_offload_supported()
-    return Machine(vm.total, vm.available, offload, nvidia_gpus() if offload else ())
+    return Machine(vm.total, vm.available, offload, (ggml_gpus() or nvidia_gpus()) if offload else ())

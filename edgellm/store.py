@@ -223,3 +223,15 @@ def _write_json(path: Path, data: dict[str, object]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def chat_template_for(path: str | os.PathLike[str]) -> str | None:
+    """The registry's chat template recorded at pull time, for a store file whose GGUF carries none
+    (TheBloke's Llama-2 files, Qwen v1 conversions); None for any file outside the store."""
+    path = Path(path)
+    try:
+        inside = Store().root.resolve() in path.resolve().parents
+    except OSError:
+        return None
+    value = _read_manifest(path.with_suffix(".json")).get("chat_template") if inside else None
+    return value if isinstance(value, str) else None

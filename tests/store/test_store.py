@@ -142,3 +142,17 @@ def test_cli_list_show_run_rm_by_name(store: Store, pulled: Path) -> None:
     assert pulled.exists()
     assert cli("rm", "tiny", "nothere").returncode == 1 and pulled.exists()  # all names checked first
     assert cli("rm", "tiny").stdout.strip() == "deleted 'tiny:Q4_1'" and not pulled.exists()
+
+
+def test_registry_template_applies_to_a_pulled_file_without_one(store: Store, tmp_path: Path) -> None:
+    from edgellm import chat_templates
+    from edgellm.engine import Engine, LoadOptions
+    from tests.store.tiny_gguf import write_tiny_llama
+
+    bare = write_tiny_llama(tmp_path / "bare.gguf")  # carries no tokenizer.chat_template
+    template = chat_templates.llama2("Be brief.")
+    model = store.install(bare, Ref("bare", "F16"), {"chat_template": template}, move=False)
+    with Engine(model.path, LoadOptions(n_ctx=256, probe=False)) as engine:
+        assert engine.template == template
+    with Engine(bare, LoadOptions(n_ctx=256, probe=False)) as engine:  # the same file outside the store
+        assert engine.template != template
