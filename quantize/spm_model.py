@@ -74,37 +74,70 @@ def _fields(buf: bytes):  # noqa: ANN202 - yields (field number, wire type, valu
         yield number, wire, value
 
 
+def _piece(buf: bytes) -> tuple[str, float, int]:
+    """One SentencePiece message (piece=1, score=2, type=3); called 32K-250K times, so inlined."""
+    piece, score, kind = "", 0.0, 1
+    for number, wire, value in _fields(buf):
+        if number == 1 and wire == 2:
+            piece = value.decode("utf-8")
+        elif number == 2 and wire == 5:
+            (score,) = _FLOAT.unpack(value)
+        elif number == 3 and wire == 0:
+            kind = value
+    return piece, score, kind
+
+
+_FLOAT = struct.Struct("<f")
+
+
+def _pieces(data: bytes, start: int, end: int, model: SpmModel) -> None:
+    """The common layout (piece, score[, type] as short fields) without the generic field walk."""
+    buf = data[start:end]
+    if len(buf) >= 2 and buf[0] == 0x0A and buf[1] < 0x80 and buf[2 + buf[1] : 3 + buf[1]] == b"\x15":
+        n = buf[1]
+        rest = buf[7 + n :]
+        if not rest or (len(rest) == 2 and rest[0] == 0x18 and rest[1] < 0x80):
+            model.pieces.append(buf[2 : 2 + n].decode("utf-8"))
+            model.scores.append(_FLOAT.unpack_from(buf, 3 + n)[0])
+            model.types.append(int(_PIECE_TYPES.get(rest[1] if rest else 1, gguf.TokenType.NORMAL)))
+            return
+    piece, score, kind = _piece(buf)
+    model.pieces.append(piece)
+    model.scores.append(score)
+    model.types.append(int(_PIECE_TYPES.get(kind, gguf.TokenType.NORMAL)))
+
+
 def parse(data: bytes) -> SpmModel:
     model = SpmModel()
     trainer_ids = {40: "unk", 41: "bos", 42: "eos", 43: "pad"}
     defaults = {"unk": 0, "bos": 1, "eos": 2, "pad": -1}
-    for number, wire, value in _fields(data):
-        if number == 1 and wire == 2:  # SentencePiece
-            piece, score, kind = "", 0.0, 1
-            for n, w, v in _fields(value):
-                if n == 1 and w == 2:
-                    piece = v.decode("utf-8")
-                elif n == 2 and w == 5:
-                    (score,) = struct.unpack("<f", v)
-                elif n == 3 and w == 0:
-                    kind = v
-            model.pieces.append(piece)
-            model.scores.append(score)
-            model.types.append(int(_PIECE_TYPES.get(kind, gguf.TokenType.NORMAL)))
-        elif number == 2 and wire == 2:  # TrainerSpec
-            for n, w, v in _fields(value):
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire != 2:  # ModelProto's fields are all messages
+            raise ProtoError(f"unexpected wire type {wire} for field {number}")
+        size, pos = _varint(data, pos)
+        end = pos + size
+        if end > len(data):
+            raise ProtoError("truncated field")
+        if number == 1:  # SentencePiece
+            _pieces(data, pos, end, model)
+        elif number == 2:  # TrainerSpec
+            for n, w, v in _fields(data[pos:end]):
                 if n == 3 and w == 0:
                     model.model_type = v
                 elif n == 35 and w == 0:
                     model.byte_fallback = bool(v)
                 elif n in trainer_ids and w == 0:
                     defaults[trainer_ids[n]] = v - (1 << 64) if v >= 1 << 63 else v
-        elif number == 3 and wire == 2:  # NormalizerSpec
-            for n, w, v in _fields(value):
+        elif number == 3:  # NormalizerSpec
+            for n, w, v in _fields(data[pos:end]):
                 if n == 3 and w == 0:
                     model.add_dummy_prefix = bool(v)
                 elif n == 4 and w == 0:
                     model.remove_extra_whitespaces = bool(v)
+        pos = end
     if not model.pieces:
         raise ProtoError("no pieces")
     model.special_ids = {k: v for k, v in defaults.items() if 0 <= v < len(model.pieces)}
