@@ -3,10 +3,14 @@ would run on), and Chinese streams as whole characters even when one spans two t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from edgellm import chat_templates
-from edgellm.engine import Engine, SamplingParams
+from edgellm.engine import Engine, LoadOptions, SamplingParams
+from quantize.convert import run
+from quantize.llamacpp import DEFAULT_TYPE
 
 from .conftest import IM_END, NEWLINE, Converted
 from .fixtures import QWEN15_CHAT_TEMPLATE, greedy
@@ -50,3 +54,16 @@ def test_chat_templates(qwen1_chat: tuple[Converted, Engine], qwen15_chat: tuple
         "<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n"
     )
     assert qwen15_chat[1].template == QWEN15_CHAT_TEMPLATE
+
+
+@pytest.mark.slow
+def test_quantized_qwen1_still_answers_and_stops(
+    qwen1_chat: tuple[Converted, Engine], split_char: tuple[str, list[int]], tmp_path: Path
+) -> None:
+    """`edgellm quantize`'s default type on a Qwen-1 model: llama.cpp's quantizer takes the fused
+    attn_qkv and half-width MLP, and the quantized file chats like the f32 one."""
+    (out,) = run(qwen1_chat[0].folder, DEFAULT_TYPE, outdir=tmp_path, progress=False)
+    with Engine(out.path, LoadOptions(n_ctx=512, n_threads=2)) as engine:
+        turn = engine.chat(MESSAGES, GREEDY)
+        assert turn.result() == "你" + split_char[0]
+        assert turn.stats.stop_reason == "stop"
