@@ -300,27 +300,76 @@ def for_file(path: str | os.PathLike[str], ctx: int | None = None, **kw: object)
     return geom, weights, estimate(geom, weights, ctx or default_context(geom.context), **kw)
 
 
-def refuse_unless_fits_entry(
-    entry: ModelEntry, qtype: str, ctx: int | None, machine: Machine | None = None, *, action: str = "pull"
-) -> Estimate:
-    """Before a pull or quantize: the estimate, or an error with the numbers and what to change."""
+def refuse_unless_fits_shape(
+    label: str, shape: Shape, context: int, qtype: str, ctx: int | None, machine: Machine | None = None,
+    *, smaller_type: str = "{type}",
+) -> Estimate:  # fmt: skip
+    """Before making a ``qtype`` file of a model of this shape: the estimate, or an error with the
+    numbers and what to change. ``smaller_type`` spells the advice, e.g. "`edgellm pull NAME:{type}`"."""
     machine = machine or probe()
-    est = for_entry(entry, qtype, ctx)
+    geom = Geometry.from_shape(shape, context)
+
+    def at(t: str, c: int) -> Estimate:
+        return estimate(geom, Weights.from_params(shape, t), c)
+
+    est = at(qtype, ctx or default_context(context))
     v = verdict(est, machine)
     if v:
         return est
     advice = []
     smaller = [t for t in PLAN_TYPES if BITS_PER_WEIGHT[t] < BITS_PER_WEIGHT.get(qtype, 99)]
-    fitting = [t for t in smaller if verdict(for_entry(entry, t, est.ctx), machine)]
+    fitting = [t for t in smaller if verdict(at(t, est.ctx), machine)]
     if fitting:
-        advice.append(f"a smaller type: `edgellm {action} {entry.name}:{fitting[-1]}`")
-    n = smaller_context(lambda c: bool(verdict(for_entry(entry, qtype, c), machine)), est.ctx)
+        advice.append(f"a smaller type: {smaller_type.format(type=fitting[-1])}")
+    n = smaller_context(lambda c: bool(verdict(at(qtype, c), machine)), est.ctx)
     if n:
         advice.append(f"a smaller context: --ctx {n}")
     if machine.gpu_offload and machine.gpus:
         advice.append("GPU offload: --gpu-layers auto")
-    hint = "; ".join(advice) or f"see `edgellm plan {entry.name}` for what fits this machine"
-    raise EdgeLLMError(f"{_shortfall(f'{entry.name}:{qtype}', est, v)}. Try {hint}.")
+    raise EdgeLLMError(f"{_shortfall(f'{label}:{qtype}', est, v)}. Try {'; '.join(advice) or 'a smaller model'}.")
+
+
+def refuse_unless_fits_entry(
+    entry: ModelEntry, qtype: str, ctx: int | None, machine: Machine | None = None
+) -> Estimate:
+    """Before a pull: will NAME:TYPE fit this machine? (see refuse_unless_fits_shape)"""
+    return refuse_unless_fits_shape(
+        entry.name,
+        entry.shape,
+        entry.context,
+        qtype,
+        ctx,
+        machine,
+        smaller_type=f"`edgellm pull {entry.name}:{{type}}`",
+    )
+
+
+def shape_from_hf_config(config: dict[str, object]) -> tuple[Shape, int]:
+    """(Shape, trained context) of a Hugging Face checkpoint from its config.json, before converting it:
+    Llama / Alpaca / Chinese-LLaMA-2, Qwen (v1: `seq_length`, a doubled `intermediate_size`) and Qwen2."""
+
+    def num(*keys: str, default: int = 0) -> int:
+        for key in keys:
+            value = config.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return default
+
+    embedding = num("hidden_size", "n_embd")
+    heads = num("num_attention_heads", "n_head")
+    layers = num("num_hidden_layers", "n_layer")
+    vocab = num("vocab_size", "padded_vocab_size")
+    if not (embedding and heads and layers and vocab):
+        raise EdgeLLMError("config.json lacks hidden_size / num_attention_heads / num_hidden_layers / vocab_size")
+    kv_heads = num("num_key_value_heads", default=heads)
+    qwen_v1 = config.get("model_type") == "qwen"
+    ffn = num("intermediate_size", "ffn_hidden_size", default=4 * embedding) // (2 if qwen_v1 else 1)
+    context = num("max_position_embeddings", "seq_length", default=4096)
+    head_dim = embedding // heads
+    tied = bool(config.get("tie_word_embeddings", False))
+    per_layer = 2 * embedding * embedding + 2 * embedding * kv_heads * head_dim + 3 * embedding * ffn + 2 * embedding
+    params = vocab * embedding * (1 if tied else 2) + layers * per_layer + embedding
+    return Shape(params, layers, embedding, heads, kv_heads, ffn, vocab), context
 
 
 def check_load(

@@ -134,3 +134,36 @@ def test_plan_cli_for_a_registry_model_and_a_file(default_model: Path) -> None:
     one = json.loads(cli("plan", str(default_model), "--ctx", "8192", "--json").stdout)["rows"]
     assert [r["type"] for r in one] == ["Q4_1"] and one[0]["fits"]
     assert cli("plan", "no-such-model").returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "config"),
+    [
+        ("llama-2-70b", {"model_type": "llama", "hidden_size": 8192, "intermediate_size": 28672,
+                         "num_attention_heads": 64, "num_key_value_heads": 8, "num_hidden_layers": 80,
+                         "vocab_size": 32000, "max_position_embeddings": 4096}),
+        ("chinese-alpaca-2-7b-16k", {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
+                                     "num_attention_heads": 32, "num_hidden_layers": 32, "vocab_size": 55296,
+                                     "max_position_embeddings": 4096,
+                                     "rope_scaling": {"type": "linear", "factor": 4.0}}),
+        ("qwen-14b-chat", {"model_type": "qwen", "hidden_size": 5120, "intermediate_size": 27392,
+                           "num_attention_heads": 40, "num_hidden_layers": 40, "vocab_size": 152064,
+                           "seq_length": 8192}),
+        ("qwen1.5-4b-chat", {"model_type": "qwen2", "hidden_size": 2560, "intermediate_size": 6912,
+                             "num_attention_heads": 20, "num_key_value_heads": 20, "num_hidden_layers": 40,
+                             "vocab_size": 151936, "max_position_embeddings": 32768, "tie_word_embeddings": False}),
+    ],
+)  # fmt: skip
+def test_checkpoint_config_sizes_like_the_registry(reg: registry.Registry, name: str, config: dict) -> None:
+    """Before `edgellm quantize` converts a folder, its config.json sizes it like models.toml does."""
+    shape, _ = planner.shape_from_hf_config(config)
+    entry = reg.lookup(name).shape
+    assert (shape.layers, shape.embedding, shape.heads, shape.kv_heads, shape.ffn, shape.vocab) == (
+        entry.layers, entry.embedding, entry.heads, entry.kv_heads, entry.ffn, entry.vocab,
+    )  # fmt: skip
+    assert shape.params == pytest.approx(entry.params, rel=0.001)  # Qwen's q/k/v biases aside
+    with pytest.raises(EdgeLLMError, match="Try a smaller type: `edgellm quantize -t Q"):
+        planner.refuse_unless_fits_shape(
+            name, shape, 4096, "F16", 4096, laptop(planner.for_entry(reg.lookup(name), "F16").total / GIB / 2),
+            smaller_type="`edgellm quantize -t {type}`",
+        )  # fmt: skip
