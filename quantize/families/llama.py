@@ -86,8 +86,9 @@ class LlamaFamily(Family):
         # 2023 Alpaca folders call the context max_sequence_length; transformers' default is 2048
         n_ctx = cfg.get("max_position_embeddings") or cfg.get("max_sequence_length") or 2048
         eps = cfg.get("rms_norm_eps", 1e-6)
-        return HParams(
-            n_vocab=cfg.get("vocab_size", 32000),
+        embed = ckpt.tensors.get("model.embed_tokens.weight")
+        return HParams(  # without vocab_size, the embedding rows say it (transformers would assume 32000)
+            n_vocab=cfg.get("vocab_size") or (embed.shape[0] if embed is not None else 32000),
             n_ctx=n_ctx,
             n_embd=n_embd,
             n_ff=require(cfg, "intermediate_size", path),

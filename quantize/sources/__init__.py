@@ -65,17 +65,6 @@ class Checkpoint:
         path = self.file(name)
         return read_json(path) if path else {}
 
-    @property
-    def nbytes(self) -> int:
-        return sum(_nbytes(t) for t in self.tensors.values())
-
-
-def _nbytes(ref: TensorRef) -> int:
-    n = 1
-    for d in ref.shape:
-        n *= d
-    return n * {"F32": 4, "F16": 2, "BF16": 2}.get(ref.dtype, 4)
-
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
