@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgellm.commands.options import add_load_options, add_sampling_options, load_options
 from edgellm.gguf_file import inspect
-from edgellm.resolve import resolve_model
+from edgellm.resolve import looks_like_path, resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,14 +33,15 @@ def run(args: argparse.Namespace) -> int:
     model = args.model
     if model is not None:
         inspect(resolve_model(model))  # a bad MODEL is a one-line error before the screen opens
-        if Path(model).expanduser().is_file():  # chats remember files by absolute path
+        if looks_like_path(model):  # chats remember files by absolute path
             model = str(Path(model).expanduser().resolve())
+    options = load_options(args)  # with a MODEL: refused here, in one line, if it cannot fit
     store = SessionStore(args.db)
     app = ChatApp(
         store,
         model=model,
-        base_options=load_options(args),
-        new_chat_settings=ChatSettings.from_args(args),
+        base_options=options,
+        new_chat_settings=ChatSettings.from_args(args, options),
         new_chat_system=args.system,
     )
     try:

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
-from edgellm.commands.options import gpu_layers
 from edgellm.engine import LoadOptions, SamplingParams
 
 
@@ -29,8 +28,9 @@ class ChatSettings:
         return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ChatSettings:
-        """The command line's --temperature, --ctx, ... as the settings of new chats."""
+    def from_args(cls, args: argparse.Namespace, options: LoadOptions) -> ChatSettings:
+        """The command line's --temperature, --ctx, ... as the settings of new chats (``options``:
+        the load options made from it, with `--gpu-layers auto` already worked out)."""
         return cls(
             temperature=args.temperature,
             top_k=args.top_k,
@@ -40,7 +40,7 @@ class ChatSettings:
             max_tokens=args.max_tokens,
             n_ctx=args.ctx,
             n_threads=args.threads,
-            n_gpu_layers=gpu_layers(args.gpu_layers),
+            n_gpu_layers=options.n_gpu_layers,
         )
 
     def to_json(self) -> dict[str, object]:

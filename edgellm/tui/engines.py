@@ -13,6 +13,7 @@ from typing import Protocol
 
 from edgellm.engine import Engine, LoadOptions, SamplingParams, TurnStats
 from edgellm.gguf_file import GGUFInfo
+from edgellm.planner import check_load
 from edgellm.resolve import resolve_model
 
 
@@ -44,8 +45,10 @@ Loader = Callable[[str, LoadOptions], ChatEngine]
 
 
 def load_engine(model: str, options: LoadOptions) -> ChatEngine:
-    """`default`, a store name or a .gguf path, loaded by llama.cpp."""
-    return Engine(resolve_model(model), options)
+    """`default`, a store name or a .gguf path, loaded by llama.cpp once the planner says it fits."""
+    path = resolve_model(model)
+    check_load(path, options.n_ctx, options.n_gpu_layers, flash_attn=options.flash_attn)
+    return Engine(path, options)
 
 
 def close_engine(engine: ChatEngine) -> None:

@@ -1,5 +1,5 @@
-"""What the model picker offers: the default model and every GGUF file in the model store,
-each with its size and whether it fits this machine's memory."""
+"""What the model picker offers: the default model, every model in the local store, and the
+registry's models not pulled yet, each with its size and the planner's fits / does not fit."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
-from edgellm import paths
+from edgellm import planner, registry
 from edgellm.default_model import default_model_path
 from edgellm.errors import EdgeLLMError
-from edgellm.gguf_file import GGUFInfo, inspect
+from edgellm.gguf_file import inspect
+from edgellm.hardware import Machine, probe
+from edgellm.resolve import resolve_model
+from edgellm.store import Store
 
 
 @dataclass(frozen=True)
@@ -20,46 +21,55 @@ class ModelChoice:
     ref: str  # what a chat stores and `resolve_model` understands
     name: str
     file_type: str
-    size: int  # bytes on disk (0: unknown)
+    size: int  # bytes on disk, or the planner's estimate of the file for a model not pulled
     fits: bool | None  # None: cannot tell
     note: str = ""
+    local: bool = True  # False: in the registry only; `edgellm pull` it first
+
+    @property
+    def fits_label(self) -> str:
+        return {True: "fits", False: "too big", None: "?"}[self.fits]
 
 
-def kv_cache_bytes(info: GGUFInfo, n_ctx: int) -> int:
-    """f16 K and V for every layer and position."""
-    head_dim = info.embedding_length // max(info.head_count, 1)
-    return 2 * info.block_count * n_ctx * info.head_count_kv * head_dim * 2
-
-
-def fits_memory(info: GGUFInfo, n_ctx: int | None, available: int) -> bool:
-    """Weights (mapped, so they must stay resident to run at speed) plus the KV cache, against free RAM."""
-    ctx = n_ctx or min(4096, info.context_length)
-    return info.file_size + kv_cache_bytes(info, ctx) <= available
-
-
-def _choice(ref: str, path: Path, n_ctx: int | None, available: int) -> ModelChoice:
+def _local(ref: str, path: Path, n_ctx: int | None, gpu_layers: int, machine: Machine) -> ModelChoice:
     try:
         info = inspect(path)
-    except EdgeLLMError as err:
+        _geom, _weights, est = planner.for_file(path, n_ctx, gpu_layers=gpu_layers)
+    except (EdgeLLMError, OSError) as err:
         return ModelChoice(ref, path.name, "?", path.stat().st_size if path.exists() else 0, None, str(err))
-    return ModelChoice(ref, info.name, info.file_type, info.file_size, fits_memory(info, n_ctx, available))
+    verdict = planner.verdict(est, machine)
+    note = "" if verdict else f"needs {verdict.ram_needed >> 20} MiB of RAM, {verdict.ram_available >> 20} MiB free"
+    return ModelChoice(ref, info.name, info.file_type, info.file_size, verdict.fits, note)
 
 
-def store_files() -> list[Path]:
-    folder = paths.data_dir() / "models"
-    return sorted(folder.rglob("*.gguf")) if folder.is_dir() else []
+def _remote(entry: registry.ModelEntry, n_ctx: int | None, gpu_layers: int, machine: Machine) -> ModelChoice:
+    qtype = entry.recommended
+    ref = f"{entry.name}:{qtype}"
+    try:
+        est = planner.for_entry(entry, qtype, n_ctx, gpu_layers=gpu_layers)
+    except EdgeLLMError:
+        return ModelChoice(ref, entry.name, qtype, 0, None, f"edgellm pull {ref}", local=False)
+    fits = planner.verdict(est, machine).fits
+    return ModelChoice(ref, entry.name, qtype, est.weights, fits, f"edgellm pull {ref}", local=False)
 
 
-def model_choices(n_ctx: int | None, current: str) -> list[ModelChoice]:
-    """Default model first, then the store's files; ``current`` is listed even if it is elsewhere."""
-    available = psutil.virtual_memory().available
-    refs: list[tuple[str, Path]] = []
+def model_choices(n_ctx: int | None, gpu_layers: int, current: str) -> list[ModelChoice]:
+    """Default model first, then the store's files, then ``current`` if it lives elsewhere, then the
+    registry's models that are not pulled; sizes and fits for this chat's context and GPU layers."""
+    machine = probe()
+    local: list[tuple[str, Path]] = []
     with contextlib.suppress(EdgeLLMError):
-        refs.append(("default", default_model_path()))
-    refs += [(str(p), p) for p in store_files()]
-    if current not in {r for r, _ in refs}:
-        from edgellm.resolve import resolve_model
-
+        local.append(("default", default_model_path()))
+    stored = Store().models()
+    local += [(str(m.ref), m.path) for m in stored]
+    if current not in {ref for ref, _ in local}:
         with contextlib.suppress(EdgeLLMError):
-            refs.append((current, resolve_model(current)))
-    return [_choice(ref, path, n_ctx, available) for ref, path in refs]
+            local.append((current, resolve_model(current)))
+    choices = [_local(ref, path, n_ctx, gpu_layers, machine) for ref, path in local]
+    pulled = {m.name for m in stored}
+    try:
+        known = registry.load()
+    except EdgeLLMError as err:  # a broken user models.toml must not hide the local models
+        return [*choices, ModelChoice("", "registry unreadable", "", 0, None, str(err), local=False)]
+    choices += [_remote(e, n_ctx, gpu_layers, machine) for e in known if e.name not in pulled]
+    return choices

@@ -15,8 +15,6 @@ from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.model_choices import ModelChoice, model_choices
 from edgellm.units import human_bytes
 
-FITS = {True: "fits", False: "too big", None: "?"}
-
 
 class ModelPicker(ModalScreen[str | None]):
     BINDINGS = [Binding("escape", "dismiss", "Cancel")]
@@ -29,7 +27,7 @@ class ModelPicker(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box picker-box"):
-            yield Label("Choose the model of this chat", classes="dialog-title")
+            yield Label("Choose the model of this chat (size and memory for its context size)", classes="dialog-title")
             yield DataTable(cursor_type="row", zebra_stripes=True, id="models")
             yield Label("Enter chooses · Esc cancels", classes="hint", id="picker-note")
 
@@ -37,7 +35,8 @@ class ModelPicker(ModalScreen[str | None]):
         table = self.query_one(DataTable)
         table.add_columns("", "Model", "Type", "Size", "Memory", "Note")
         table.loading = True
-        self.choices = await asyncio.to_thread(model_choices, self.settings.n_ctx, self.current)
+        settings = self.settings
+        self.choices = await asyncio.to_thread(model_choices, settings.n_ctx, settings.n_gpu_layers, self.current)
         table.loading = False
         for choice in self.choices:
             table.add_row(
@@ -45,7 +44,7 @@ class ModelPicker(ModalScreen[str | None]):
                 choice.name,
                 choice.file_type,
                 human_bytes(choice.size) if choice.size else "",
-                FITS[choice.fits],
+                choice.fits_label,
                 choice.note,
                 key=choice.ref,
             )
@@ -56,4 +55,10 @@ class ModelPicker(ModalScreen[str | None]):
 
     @on(DataTable.RowSelected)
     def _chosen(self, event: DataTable.RowSelected) -> None:
-        self.dismiss(event.row_key.value)
+        choice = next(c for c in self.choices if c.ref == event.row_key.value)
+        if not choice.local:
+            self.notify(f"{choice.name} is not downloaded: run `{choice.note}` first", severity="warning")
+            return
+        if choice.fits is False:
+            self.notify(f"{choice.name} may not fit: {choice.note}", severity="warning")
+        self.dismiss(choice.ref)

@@ -22,10 +22,11 @@ def stats_label(stats: dict[str, object]) -> str:
 
 
 def code_blocks(markdown: str) -> list[str]:
-    """The fenced code blocks of a Markdown text, as a reader would copy them."""
+    """The fenced code blocks of a Markdown text, without the final newline (pasted into a shell,
+    a copied command should wait for Enter)."""
     from markdown_it import MarkdownIt
 
-    return [t.content for t in MarkdownIt("gfm-like").parse(markdown) if t.type == "fence"]
+    return [t.content.rstrip("\n") for t in MarkdownIt("gfm-like").parse(markdown) if t.type == "fence"]
 
 
 class MessageView(Vertical, can_focus=True):
