@@ -201,3 +201,32 @@ def test_cli_error_is_one_line_and_writes_nothing(qwen1: Converted, tmp_path: Pa
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "qwen.tiktoken" in lines[0], done.stderr
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_sliding_window_caps_the_context_when_enabled(qwen15_tied: Converted, tmp_path: Path) -> None:
+    """llama.cpp's qwen2 always attends to the whole context; within the window that is exactly
+    sliding-window attention, so an enabled window becomes the context length."""
+    folder = _linked_copy(qwen15_tied.folder, tmp_path / "swa")
+    assert prepare(folder).hp.n_ctx == 4096  # use_sliding_window: false (every Qwen1.5 release)
+    _edit_config(folder, use_sliding_window=True, sliding_window=1024)
+    assert prepare(folder).hp.n_ctx == 1024
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda t: t["pre_tokenizer"]["pretokenizers"][0]["pattern"].update(Regex=r"\w+|\s+"), "pre-tokenizer"),
+        (lambda t: t["model"].update(merges=[["a", "b", "c"]]), "merges"),
+        (lambda t: t["model"].update(byte_fallback=True), "byte-level"),
+    ],
+)
+def test_unusable_tokenizer_json(qwen15_tied: Converted, tmp_path: Path, edit, needle: str) -> None:  # noqa: ANN001
+    folder = _linked_copy(qwen15_tied.folder, tmp_path / "bad-tokenizer")
+    data = json.loads((qwen15_tied.folder / "tokenizer.json").read_text(encoding="utf-8"))
+    edit(data)
+    (folder / "tokenizer.json").unlink()
+    (folder / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(VocabMismatch) as err:
+        prepare(folder)
+    message = _one_line(err.value)
+    assert str(folder / "tokenizer.json") in message and needle in message
