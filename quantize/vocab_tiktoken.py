@@ -81,6 +81,7 @@ def _simulate(ranks: dict[bytes, int], token: bytes, rank: int) -> list[bytes]:
 
 
 def _final_merge(ranks: dict[bytes, int], token: bytes, rank: int) -> tuple[bytes, bytes] | None:
+    """The two lower-ranked tokens that BPE joins into ``token``; None if no merge builds it."""
     splits = []
     for i in range(1, len(token)):
         left, right = ranks.get(token[:i], rank), ranks.get(token[i:], rank)

@@ -16,6 +16,7 @@ from edgellm import chat_templates
 from quantize.errors import CheckpointError, UnsupportedModel, VocabMismatch
 from quantize.families import Family, HParams, require
 from quantize.families.rope import rope_scaling, rope_theta
+from quantize.vocab_tiktoken import ENDOFTEXT, IM_END
 
 if TYPE_CHECKING:
     from quantize.sources import Checkpoint
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from quantize.vocab import Vocab
 
 T = gguf.MODEL_TENSOR
-ENDOFTEXT, IM_END = "<|endoftext|>", "<|im_end|>"
 
 
 class Qwen2Family(Family):
