@@ -18,7 +18,7 @@ def stats_label(stats: dict[str, object]) -> str:
     """`128 tokens · 78.1 tok/s` for an answer's header."""
     tokens = int(stats.get("generated_tokens", 0) or 0)  # type: ignore[call-overload]
     tps = float(stats.get("generation_tps", 0.0) or 0.0)  # type: ignore[arg-type]
-    return f"{tokens} tokens · {tps:.1f} tok/s" if tokens else ""
+    return f"{tokens} token{'s' if tokens != 1 else ''} · {tps:.1f} tok/s" if tokens else ""
 
 
 def code_blocks(markdown: str) -> list[str]:
