@@ -53,9 +53,9 @@ class QwenFamily(Qwen2Family):
             raise UnsupportedModel(f"{path}: intermediate_size {n_ff} is odd; Qwen-1 counts w1 and w2 together")
         if cfg.get("rotary_pct", 1.0) != 1.0:
             raise UnsupportedModel(f"{path}: rotary_pct {cfg['rotary_pct']} (partial rotary) is not supported")
-        # seq_length is the trained context; max_position_embeddings counts on dynamic NTK and logn
-        # attention scaling, which llama.cpp does not implement
-        n_ctx = cfg.get("seq_length") or cfg.get("max_position_embeddings") or 2048
+        # seq_length is the trained context (QWenConfig's default: 2048); max_position_embeddings
+        # counts on dynamic NTK and logn attention scaling, which llama.cpp does not implement
+        n_ctx = require(cfg, "seq_length", path) if "seq_length" in cfg else 2048
         return HParams(
             n_vocab=require(cfg, "vocab_size", path),
             n_ctx=n_ctx,
