@@ -124,7 +124,7 @@ def test_runtime_adapter_matches_the_merged_model(world: World, base_gguf: Path,
     adapter = write_lora_adapter(world.style, world.root / "style-lora-f16.gguf", progress=False)
     ids = [i for i in IDS if i < BASE_VOCAB]
     merged = gguf_logits(style_merged_gguf, ids)
-    options = LoadOptions(n_ctx=64, n_threads=2, kv_f32=True)
+    options = LoadOptions(n_ctx=64, n_threads=2, kv_f32=True, probe=False)  # the CLI test below probes
     with Engine(base_gguf, LoadOptions(**{**vars(options), "loras": [(adapter, 1.0)]})) as engine:
         with_adapter = engine.logits(ids)
     with Engine(base_gguf, options) as engine:
