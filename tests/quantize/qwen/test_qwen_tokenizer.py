@@ -129,10 +129,10 @@ def test_qwen15_ids_equal_hf_tokenizer(qwen15_vocab: tuple[Converted, llama_cpp.
 
 def test_qwen15_chat_prompt_equals_transformers(qwen15_chat: tuple[Converted, Engine]) -> None:
     """The GGUF's template (tokenizer_config.json's) renders and tokenizes as transformers does,
-    and both of Qwen's end tokens end a turn."""
+    decomposed (NFD) input included, and both of Qwen's end tokens end a turn."""
     converted, engine = qwen15_chat
     tok = hf_tokenizer(converted.folder)
-    messages = [{"role": "user", "content": "你好！写一首关于秋天的诗。"}]
+    messages = [{"role": "user", "content": unicodedata.normalize("NFD", "你好！Café 한국어 — 写一首关于秋天的诗。")}]
     text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert engine.prompt_tokens(messages) == tok(text, add_special_tokens=False)["input_ids"]
     assert engine.is_end_of_turn(tok.convert_tokens_to_ids("<|im_end|>"))
