@@ -25,12 +25,11 @@ from quantize.errors import CheckpointError, ConvertError, UnsupportedModel, Voc
 from quantize.sources import Checkpoint, TensorRef, read_json
 from quantize.sources.safetensors import read_header
 from quantize.sources.torch_pickle import read_archive
-from quantize.tensors import RowTransform, convert_rows
+from quantize.tensors import SOURCE_DTYPES, RowTransform, convert_rows
 
 CONFIG = "adapter_config.json"
 WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
-EMBEDDING_NAMES = ("model.embed_tokens.weight", "lm_head.weight")
 _PREFIX = "base_model.model."
 _LORA_KEY = re.compile(r"(?P<module>.+)\.lora_(?:(?P<ab>[AB])(?:\.\w+)?\.weight|embedding_(?P<emb>[AB])(?:\.\w+)?)")
 _SAVED_KEY = re.compile(r"(?P<module>.+?)(?:\.modules_to_save(?:\.\w+)?)?\.(?P<param>weight|bias)")
@@ -126,10 +125,6 @@ class Adapter:
     def tokenizer_folder(self) -> Path | None:
         return self.folder if any((self.folder / f).is_file() for f in TOKENIZER_FILES) else None
 
-    @property
-    def changes_embeddings(self) -> bool:
-        return any(n in self.replacements for n in EMBEDDING_NAMES)
-
 
 def is_adapter(folder: Path) -> bool:
     return (folder / CONFIG).is_file()
@@ -200,6 +195,8 @@ def read_adapter(folder: str | Path) -> Adapter:
     replacements: dict[str, TensorRef] = {}
     for key, ref in _tensors(weights).items():
         name = key.removeprefix(_PREFIX)
+        if ref.dtype not in SOURCE_DTYPES:
+            raise UnsupportedModel(f"{weights}: tensor '{key}' is {ref.dtype}; only F32, F16 and BF16 adapters merge")
         if ".original_module." in name:  # peft >= 0.13 also saves the base's copy of a saved module
             continue
         if "lora_magnitude_vector" in name:
