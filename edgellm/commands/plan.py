@@ -40,7 +40,7 @@ def _row(qtype: str, source: str, est: planner.Estimate, machine: Machine, mark:
         "memory": est.total,
         "ram": v.ram_needed,
         "vram": v.vram_needed,
-        "gpu_layers": est.gpu_layers,
+        "gpu_layers": est.gpu_layers if machine.gpu_offload else 0,
         "fits": v.fits,
     }
 
@@ -116,19 +116,20 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(title)
     print(_machine_line(machine))
-    lines = [["TYPE", "FILE", "MEMORY", "KV CACHE", "GPU LAYERS", "FITS", "SOURCE"]]
+    gpu = machine.gpu_offload
+    if not gpu and args.gpu_layers not in ("0", "auto"):
+        print("(--gpu-layers has no effect: this llama.cpp build cannot offload to a GPU)")
+    header = (
+        ["TYPE", "FILE", "MEMORY", "KV CACHE"] + (["RAM", "VRAM", "GPU LAYERS"] if gpu else []) + ["FITS", "SOURCE"]
+    )
+    lines = [header]
     for r in rows:
         layers = "all" if r["gpu_layers"] == -1 else str(r["gpu_layers"])
+        split = [human_bytes(r["ram"]), human_bytes(r["vram"]), layers] if gpu else []
         lines.append(
-            [
-                str(r["type"]),
-                human_bytes(r["file_size"]),
-                human_bytes(r["memory"]),
-                human_bytes(r["kv_cache"]),
-                layers,
-                "yes" if r["fits"] else "no",
-                str(r["source"]),
-            ]
+            [str(r["type"]), human_bytes(r["file_size"]), human_bytes(r["memory"]), human_bytes(r["kv_cache"])]
+            + split
+            + ["yes" if r["fits"] else "no", str(r["source"])]
         )
     print(table(lines))
     if entry is not None:
