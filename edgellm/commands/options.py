@@ -81,6 +81,8 @@ def lora_options(args: argparse.Namespace) -> list[tuple[Path, float]]:
     if len(scales) > len(loras):
         raise EdgeLLMError(f"{len(scales)} --lora-scale values for {len(loras)} --lora adapters; give one per adapter")
     for path in loras:
+        if (path / "adapter_config.json").is_file():
+            raise BadModelFile(path, f"a PEFT adapter folder; convert it first: `edgellm quantize {path} --lora-only`")
         if not path.is_file():
             raise BadModelFile(path, "no such LoRA adapter (make one with `edgellm quantize ADAPTER --lora-only`)")
     return [(path, scales[i] if i < len(scales) else 1.0) for i, path in enumerate(loras)]

@@ -195,3 +195,6 @@ def test_cli_merges_with_lora_and_runs_a_lora_only_adapter(world: World, base_gg
     assert main(["run", *args, "--lora", str(world.root / "missing.gguf")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.gguf: no such LoRA adapter" in err[0]
+    assert main(["run", *args, "--lora", str(world.style)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"convert it first: `edgellm quantize {world.style} --lora-only`" in err[0]
