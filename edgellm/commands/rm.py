@@ -6,6 +6,7 @@ import argparse
 
 from edgellm.errors import EdgeLLMError
 from edgellm.store import Store, parse_ref
+from edgellm.units import human_bytes
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +24,12 @@ def run(args: argparse.Namespace) -> int:
         if not any(ref.qtype in (None, m.qtype) for m in store.named(ref.name)):
             raise EdgeLLMError(f"model '{ref}' not found in the store (see `edgellm list`)")
     for ref in refs:
+        shared = {m.path for m in store.named(ref.name) if m.path.stat().st_nlink > 1}
         for model in store.remove(ref):
             print(f"deleted '{model.name}:{model.qtype}'")
+            if model.path in shared:  # hard-linked from the Hub cache at pull: the bytes are still there
+                source = model.manifest.get("source")
+                repo = source.get("repo") if isinstance(source, dict) else None
+                how = f"`hf cache rm model/{repo}` frees it" if repo else "`hf cache ls` shows it"
+                print(f"  its download ({human_bytes(model.size)}) stays in the Hugging Face cache: {how}")
     return 0

@@ -173,6 +173,7 @@ def test_pull_fetches_only_the_listed_file_into_the_store(env: dict[str, str], h
 
     gone = edgellm(env, "rm", "tiny-chat")
     assert gone.returncode == 0 and "deleted 'tiny-chat:F16'" in gone.stdout
+    assert f"hf cache rm model/{GGUF_REPO}" in gone.stdout  # the bytes are still in the Hub cache: say so
     assert not path.exists() and all(b.exists() for b in blobs)
 
 
