@@ -13,7 +13,7 @@ import pytest
 from edgellm.cli import main
 from edgellm.engine import Engine, LoadOptions, SamplingParams
 from quantize.convert import convert, prepare
-from quantize.errors import CheckpointError, ConvertError, UnsupportedModel, VocabMismatch
+from quantize.errors import CheckpointError, ConfigError, ConvertError, UnsupportedModel, VocabMismatch
 from quantize.lora_adapter import write_lora_adapter
 from quantize.sources import open_checkpoint
 from quantize.sources.lora import merge_adapters
@@ -198,3 +198,26 @@ def test_cli_merges_with_lora_and_runs_a_lora_only_adapter(world: World, base_gg
     assert main(["run", *args, "--lora", str(world.style)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"convert it first: `edgellm quantize {world.style} --lora-only`" in err[0]
+
+
+def test_lora_only_finds_the_base_config_in_the_hub_cache(world: World, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """base_model_name_or_path is usually a Hub id: its config.json is taken from the local Hugging Face
+    cache (never downloaded), else the user is asked for --base."""
+    from huggingface_hub import constants
+
+    repo = "meta-llama/Llama-2-tiny-hf"
+    adapter = copy_adapter(world.style, tmp_path / "hub-lora", base_model_name_or_path=repo)
+    with pytest.raises(ConfigError, match="cannot find the base model's config.json .*pass --base"):
+        write_lora_adapter(adapter, tmp_path / "none.gguf", progress=False)
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--meta-llama--Llama-2-tiny-hf" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_bytes((world.base / "config.json").read_bytes())
+    (cache / "models--meta-llama--Llama-2-tiny-hf" / "refs").mkdir()
+    (cache / "models--meta-llama--Llama-2-tiny-hf" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    from_cache = write_lora_adapter(adapter, tmp_path / "cache.gguf", progress=False)
+    explicit = write_lora_adapter(world.style, tmp_path / "explicit.gguf", base=world.base, progress=False)
+    cached = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(from_cache).tensors}
+    assert cached and all(np.array_equal(cached[t.name], t.data) for t in gguf.GGUFReader(explicit).tensors)
