@@ -22,7 +22,7 @@ import numpy as np
 from quantize.errors import ConfigError, UnsupportedModel
 from quantize.families import find_family
 from quantize.progress import Progress
-from quantize.sources import Checkpoint, TensorRef, load_config
+from quantize.sources import Checkpoint, TensorRef, load_config, open_checkpoint
 from quantize.sources.lora import Adapter, FamilyView, LoraPair, f32, read_adapter
 from quantize.tensors import FLOAT_TYPES, TensorPlan
 from quantize.writer import atomic_output, write_gguf
@@ -79,8 +79,9 @@ def _refuse_embedding_changes(adapter: Adapter) -> None:
 
 
 def base_folder(adapter: Adapter, base: str | Path | None) -> Path:
-    """Where the base model's config.json is: ``base``, else the adapter's base_model_name_or_path as
-    a folder or as a repository already in the Hugging Face cache (nothing is downloaded)."""
+    """Where the base model is: ``base`` (an HF or Meta folder), else the adapter's
+    base_model_name_or_path as a folder or as a repository already in the Hugging Face cache (its
+    config.json; nothing is downloaded)."""
     if base is not None:
         return Path(base).expanduser()
     named = str(adapter.config.get("base_model_name_or_path") or "")
@@ -96,6 +97,15 @@ def base_folder(adapter: Adapter, base: str | Path | None) -> Path:
         f"{adapter.folder}: cannot find the base model's config.json (the adapter names "
         f"'{named or 'no base model'}'); pass --base BASE_MODEL_FOLDER"
     )
+
+
+def base_checkpoint(folder: Path) -> Checkpoint:
+    """The base's hyperparameters: config.json alone for an HF folder (no weights needed); a Meta
+    folder's params.json and tensor shapes otherwise."""
+    if (folder / "config.json").is_file():
+        config, config_path = load_config(folder)
+        return Checkpoint(folder, config, {}, str(folder), config_path)
+    return open_checkpoint(folder)
 
 
 def _alpha(pairs: list[LoraPair]) -> float:
@@ -137,11 +147,9 @@ def write_lora_adapter(adapter_folder: str | Path, out: str | Path | None = None
     _refuse_embedding_changes(adapter)
     if outtype not in FLOAT_TYPES:
         raise ConfigError(f"--lora-only writes f32, f16 or bf16 adapters, not {outtype}")
-    folder = base_folder(adapter, base)
-    config, config_path = load_config(folder)
-    ckpt = Checkpoint(folder, config, {}, str(folder), config_path)
+    ckpt = base_checkpoint(base_folder(adapter, base))
     plans, alpha = plan_adapter(adapter, ckpt, outtype)
-    family = find_family(config, config_path)
+    family = find_family(ckpt.config, ckpt.config_path)
     path = Path(out).expanduser() if out is not None else default_output(adapter, outtype)
 
     def metadata(w: gguf.GGUFWriter) -> None:

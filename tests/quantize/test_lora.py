@@ -14,6 +14,7 @@ from edgellm.cli import main
 from edgellm.engine import Engine, LoadOptions, SamplingParams
 from quantize.convert import convert, prepare
 from quantize.errors import CheckpointError, ConfigError, ConvertError, UnsupportedModel, VocabMismatch
+from quantize.families.llama import CHINESE_LLAMA2_VOCAB, variant
 from quantize.lora_adapter import write_lora_adapter
 from quantize.sources import open_checkpoint
 from quantize.sources.lora import merge_adapters
@@ -92,10 +93,16 @@ def test_style_adapter_merged_matches_peft(world: World, style_merged_gguf: Path
     assert nmse(gguf_logits(style_merged_gguf, ids), world.style_reference) < 1e-9
 
 
-def test_lora_on_a_meta_checkpoint_equals_lora_on_the_hf_one(world: World, style_merged_gguf: Path) -> None:
+@pytest.fixture(scope="module")
+def meta_base(world: World) -> Path:
+    return write_meta_checkpoint(world.base, world.root / "meta" / "llama-2-tiny")
+
+
+def test_lora_on_a_meta_checkpoint_equals_lora_on_the_hf_one(
+    world: World, meta_base: Path, style_merged_gguf: Path
+) -> None:
     """Deltas are in HF's Q/K layout; a Meta base is not, so they are re-ordered before adding."""
-    meta = write_meta_checkpoint(world.base, world.root / "meta" / "llama-2-tiny")
-    out = convert(meta, "f32", out=world.root / "meta-style-f32.gguf", progress=False, loras=[world.style]).path
+    out = convert(meta_base, "f32", out=world.root / "meta-style-f32.gguf", progress=False, loras=[world.style]).path
     want = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(style_merged_gguf).tensors}
     got = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(out).tensors}
     assert sorted(got) == sorted(want)
@@ -135,6 +142,25 @@ def test_runtime_adapter_matches_the_merged_model(world: World, base_gguf: Path,
     kinds = (fields["general.type"], fields["adapter.type"], fields["general.architecture"])
     assert kinds == ("adapter", "lora", "llama")
     assert fields["adapter.lora.alpha"] == pytest.approx(8 * 4 / 4**0.5)  # rsLoRA folded into alpha
+
+
+def test_runtime_adapter_for_a_meta_base_equals_the_one_for_the_hf_base(
+    world: World, meta_base: Path, tmp_path: Path
+) -> None:
+    from_meta = write_lora_adapter(world.style, tmp_path / "meta.gguf", base=meta_base, progress=False)
+    from_hf = write_lora_adapter(world.style, tmp_path / "hf.gguf", base=world.base, progress=False)
+    want = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(from_hf).tensors}
+    got = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(from_meta).tensors}
+    assert sorted(got) == sorted(want) and all(np.array_equal(got[n], want[n]) for n in want)
+
+
+def test_merged_chinese_alpaca_is_recognised_by_the_adapter_name(world: World) -> None:
+    """The llama family picks Chinese-Alpaca-2's system prompt from the 55,296-token vocabulary and
+    the model's name: for a merge, the adapters' names."""
+    ckpt = merge_adapters(open_checkpoint(world.base), [world.chinese_llama, world.chinese_alpaca])
+    assert "chinese-alpaca-2-lora-tiny" in ckpt.config["_name_or_path"]
+    assert variant(ckpt, CHINESE_LLAMA2_VOCAB).name == "Chinese-Alpaca-2"
+    assert variant(open_checkpoint(world.base), CHINESE_LLAMA2_VOCAB).name == "Chinese-LLaMA-2"
 
 
 def test_runtime_adapter_refuses_an_adapter_that_changes_embeddings(world: World, tmp_path: Path) -> None:
