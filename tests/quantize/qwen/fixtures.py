@@ -12,6 +12,7 @@ import functools
 import json
 import random
 import shutil
+import unicodedata
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -93,26 +94,40 @@ def tiktoken_encoding():  # noqa: ANN201 - tiktoken.Encoding
     return tiktoken.Encoding("qwen", pat_str=QWEN_PAT, mergeable_ranks=ranks, special_tokens=specials)
 
 
+def _any_character(rng: random.Random) -> str:
+    """A random assigned code point of any plane. llama.cpp's Unicode tables are version 15.1 and
+    tiktoken's 16.0: around characters first assigned in 16.0 (2024, after Qwen) they split text
+    differently, so those are left out (Python's own table when it predates 16.0, else Unicode 3.2)."""
+    table = unicodedata if unicodedata.unidata_version <= "15.1.0" else unicodedata.ucd_3_2_0
+    while True:
+        c = chr(rng.randrange(0x30000))
+        if table.category(c) not in ("Cn", "Cs"):
+            return c
+
+
 def stress_corpus(n: int, seed: int = 0) -> list[str]:
-    """Texts glued from random vocabulary entries, random code points of many scripts, and runs of
-    whitespace and digits: every merge path the hand-written corpus misses."""
+    """Texts glued from random vocabulary entries, random code points of many scripts and of all of
+    Unicode, contractions, and runs of whitespace and digits: the merge paths a hand-written corpus
+    misses."""
     rng = random.Random(seed)
     tokens = list(qwen_ranks())
     blocks = [(0x20, 0x7F), (0xA0, 0x24F), (0x370, 0x4FF), (0x590, 0x6FF), (0x900, 0x97F), (0xE00, 0xE7F),
               (0x3000, 0x30FF), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3), (0x1F300, 0x1F6FF), (0x20000, 0x2A6DF)]  # fmt: skip
-    spaces = [" ", "  ", "\t", "\n", "\r\n", "   \n\n", " \t "]
+    glue = [" ", "  ", "\t", "\n", "\r\n", "   \n\n", " \t ", "'s", "'LL", "'Re", "'d"]
     texts = []
     for i in range(n):
         parts = []
         for _ in range(rng.randrange(1, 30)):
-            pick = (i + rng.randrange(3)) % 3
+            pick = (i + rng.randrange(4)) % 4
             if pick == 0:
                 parts.append(rng.choice(tokens).decode("utf-8", "ignore"))
             elif pick == 1:
                 lo, hi = rng.choice(blocks)
                 parts.append("".join(chr(rng.randrange(lo, hi)) for _ in range(rng.randrange(1, 8))))
+            elif pick == 2:
+                parts.append("".join(_any_character(rng) for _ in range(rng.randrange(1, 4))))
             else:
-                parts.append(rng.choice(spaces) * rng.randrange(1, 6) + str(rng.randrange(10 ** rng.randrange(1, 14))))
+                parts.append(rng.choice(glue) * rng.randrange(1, 6) + str(rng.randrange(10 ** rng.randrange(1, 14))))
         texts.append("".join(parts))
     return texts
 
