@@ -25,8 +25,24 @@ from edgellm.engine import Engine, LoadOptions, default_threads
 from edgellm.gguf_file import inspect
 from edgellm.resolve import resolve_model
 
-NMSE_F16 = 1e-3  # what f16 rounding of activations across a whole network allows
 N_LOGIT_TOKENS = 128
+
+
+def _text_tokens(path: Path) -> list[int]:
+    """The first tokens of the bundled English evaluation text: real text, so that the logits are
+    peaked as in use (random tokens give flat distributions whose top-1 flips on any rounding)."""
+    from importlib import resources
+
+    text = (resources.files("edgellm") / "data" / "eval_en.txt").read_text(encoding="utf-8")
+    with Engine(path, LoadOptions(n_ctx=512, probe=False)) as engine:
+        return engine.tokenize(text, add_special=True, parse_special=False)[:N_LOGIT_TOKENS]
+
+
+def cpu_logits(path: Path, tokens: list[int]) -> np.ndarray:
+    """The CPU-only reference: no layers offloaded and no op offload (else llama.cpp multiplies
+    big batches of CPU layers on the GPU)."""
+    with Engine(path, LoadOptions(n_ctx=2048, n_gpu_layers=0, op_offload=False, probe=False)) as engine:
+        return engine.logits(tokens)
 
 
 def _vram_used_by(path: Path, gpu_layers: int, tokens: list[int]) -> tuple[int, np.ndarray]:
@@ -42,17 +58,14 @@ def _vram_used_by(path: Path, gpu_layers: int, tokens: list[int]) -> tuple[int, 
 def measure_model(path: Path, threads: int, reps: int) -> list[dict[str, object]]:
     info = inspect(path)
     layers = info.block_count
-    rng = np.random.default_rng(0)
-    tokens = [int(t) for t in rng.integers(0, info.vocab_size, N_LOGIT_TOKENS)]
-    rows, cpu_logits = [], None
+    tokens = _text_tokens(path)
+    rows, reference = [], cpu_logits(path, tokens)
     for gpu_layers in (0, layers // 2, layers + 1):  # +1: the output layer too, i.e. everything
         t0 = time.perf_counter()
         (row,) = run_settings(path, [Setting(threads=threads, gpu_layers=gpu_layers, reps=reps)])
         vram, logits = _vram_used_by(path, gpu_layers, tokens)
-        if cpu_logits is None:
-            cpu_logits = logits
-        nmse = float(np.sum((logits - cpu_logits) ** 2) / np.sum(cpu_logits**2))
-        top1 = float(np.mean(np.argmax(logits, -1) == np.argmax(cpu_logits, -1)))
+        nmse = float(np.sum((logits - reference) ** 2) / np.sum(reference**2))
+        top1 = float(np.mean(np.argmax(logits, -1) == np.argmax(reference, -1)))
         rows.append({
             "model": path.name, "type": info.file_type, "params": info.parameters, "layers": layers,
             "gpu_layers": min(gpu_layers, layers), "offload": f"{min(gpu_layers, layers)}/{layers}",
@@ -83,18 +96,21 @@ def render(results: dict[str, object]) -> str:
         "",
         f"`python -m bench.bench_gpu` on {results['machine']}; GPU: {results['gpu']}; {results['threads']} threads, "
         f"{results['reps']} repeats (mean ± sd). VRAM = free device memory before minus after loading "
-        f"(weights + KV cache + compute buffers, n_ctx 2048). Logits: {N_LOGIT_TOKENS} random tokens, GPU vs "
-        f"CPU-only (0 layers), NMSE and top-1 agreement; pass = NMSE < {NMSE_F16:g}.",
+        f"(weights + KV cache + compute buffers, n_ctx 2048). With 0 layers offloaded llama.cpp still runs "
+        f"the matrix products of batches of 32+ tokens on the GPU (op offload), hence pp512's speed and the "
+        f"VRAM in that row. Logits: the first {N_LOGIT_TOKENS} tokens of the bundled English text vs a CPU-only "
+        f"reference "
+        f"(0 layers, op offload off): NMSE and top-1 agreement (see the precision section below for what "
+        f"these numbers mean).",
         "",
-        "| model | type | layers on GPU | pp512 tok/s | tg128 tok/s | TTFT ms | VRAM | logits NMSE | top-1 | ok |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | type | layers on GPU | pp512 tok/s | tg128 tok/s | TTFT ms | VRAM | logits NMSE | top-1 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:  # type: ignore[union-attr]
-        ok = "yes" if r["nmse_vs_cpu"] < NMSE_F16 else "NO"
         lines.append(
             f"| {r['model']} | {r['type']} | {r['offload']} | {r['pp512']:.0f} ± {r['pp512_sd']:.0f} | "
             f"{r['tg128']:.1f} ± {r['tg128_sd']:.1f} | {r['ttft_ms']:.1f} | {r['vram_bytes'] / 2**20:.0f} MiB | "
-            f"{r['nmse_vs_cpu']:.2e} | {r['top1_vs_cpu'] * 100:.1f}% | {ok} |"
+            f"{r['nmse_vs_cpu']:.2e} | {r['top1_vs_cpu'] * 100:.1f}% |"
         )
     return "\n".join(lines)
 

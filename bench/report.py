@@ -35,7 +35,8 @@ def machine() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     except OSError:
-        rev = "?"
+        rev = ""
+    rev = rev or "?"
     return f"{time.strftime('%Y-%m-%d')}, {cpu}, {cores}, {ram}, commit {rev}"
 
 

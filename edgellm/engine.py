@@ -68,6 +68,7 @@ class LoadOptions:
     kv_f32: bool = False  # f32 KV cache (exactness tests); f16 otherwise
     n_batch: int = 512
     repack: bool = True  # llama.cpp's extra (repacked / AMX) weight buffers
+    op_offload: bool = True  # GPU builds: big batches of CPU layers still multiply on the GPU
     probe: bool = True  # load once in a child process first, so a llama.cpp crash cannot kill us
     verbose: bool = False
     loras: list[tuple[Path, float]] = field(default_factory=list)
@@ -174,6 +175,7 @@ class Engine:
             True: llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
             False: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
         }[opts.flash_attn]
+        params.op_offload = opts.op_offload
         if opts.kv_f32:
             params.type_k = params.type_v = 0  # GGML_TYPE_F32
         params.no_perf = True
