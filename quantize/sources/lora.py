@@ -266,6 +266,10 @@ class FamilyView:
         layout (a Meta checkpoint) needs it."""
         return None if self.base.hf_rope_layout else self.hf_row_transform(name)
 
+    def find(self, tensors: dict[str, TensorRef], kind: gguf.MODEL_TENSOR) -> TensorRef | None:
+        """The tensor of this kind (the embedding, the output matrix), under whatever HF name."""
+        return next((ref for name, ref in tensors.items() if (self.kind_and_name(name) or (None,))[0] == kind), None)
+
     def fit(self, pair: LoraPair, name: str) -> LoraPair:
         """``pair`` as PEFT applies it to this base: fan_in_fan_out only on Conv1D weights, which no
         family here has (peft resets it to False for nn.Linear), and B in the base's row order."""
@@ -273,16 +277,12 @@ class FamilyView:
         return dataclasses.replace(pair, fan_in_fan_out=fan_in_fan_out, b_transform=self.delta_transform(name))
 
 
-def _vocab_rows(tensors: dict[str, TensorRef]) -> int | None:
-    embed = tensors.get("model.embed_tokens.weight")
-    return embed.shape[0] if embed is not None else None
-
-
 def merge_adapters(base: Checkpoint, folders: list[str | Path]) -> Checkpoint:
     """``base`` with each adapter of ``folders`` merged in order; checked, nothing computed yet."""
     tensors = dict(base.tensors)
-    base_rows = _vocab_rows(tensors)
     view = FamilyView(base)
+    embedding = view.find(tensors, gguf.MODEL_TENSOR.TOKEN_EMBD)
+    base_rows = embedding.shape[0] if embedding is not None else None
     tokenizer: Path | None = None
     names = []
     for folder in folders:
@@ -309,8 +309,8 @@ def merge_adapters(base: Checkpoint, folders: list[str | Path]) -> Checkpoint:
                 tensors[name] = MergedTensor(name, target, (pair,))
         tokenizer = adapter.tokenizer_folder or tokenizer
     config = dict(base.config)
-    rows = _vocab_rows(tensors)
-    head = tensors.get("lm_head.weight")
+    embedding, head = view.find(tensors, gguf.MODEL_TENSOR.TOKEN_EMBD), view.find(tensors, gguf.MODEL_TENSOR.OUTPUT)
+    rows = embedding.shape[0] if embedding is not None else None
     if rows is not None and head is not None and head.shape[0] != rows:
         raise CheckpointError(
             f"{folders[-1]}: the merged model has {rows} embedding rows but {head.shape[0]} lm_head rows; "
