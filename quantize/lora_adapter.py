@@ -19,7 +19,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from quantize.errors import ConfigError, UnsupportedModel
+from quantize.errors import CheckpointError, ConfigError, UnsupportedModel
 from quantize.families import find_family
 from quantize.progress import Progress
 from quantize.sources import Checkpoint, TensorRef, load_config, open_checkpoint
@@ -114,11 +114,12 @@ def _alpha(pairs: list[LoraPair]) -> float:
 
 
 def plan_adapter(adapter: Adapter, base: Checkpoint, outtype: str) -> tuple[list[TensorPlan], float]:
-    """The adapter's tensors under GGUF names with llama.cpp's shapes and the base's row order."""
-    _refuse_embedding_changes(adapter)
+    """The adapter's tensors under GGUF names with llama.cpp's shapes and the base's row order, each
+    checked against the base's hyperparameters (llama.cpp would only refuse it at load time)."""
     view = FamilyView(base)
     if view.family is None:
         find_family(base.config, base.config_path)  # raises: which families are supported
+    shapes = view.family.expected_shapes(view.hp)
     pairs = sorted(adapter.pairs.items())
     alpha = _alpha([p for _, p in pairs])
     out = FLOAT_TYPES[outtype]
@@ -127,6 +128,11 @@ def plan_adapter(adapter: Adapter, base: Checkpoint, outtype: str) -> tuple[list
         found = view.kind_and_name(name)
         if found is None:
             raise UnsupportedModel(f"{adapter.weights}: '{pair.module}' is not a tensor of a {view.family.name} model")
+        if pair.shape != tuple(shapes[found[0]]):
+            raise CheckpointError(
+                f"{adapter.weights}: its delta for '{name}' is {list(pair.shape)} but {base.config_path} implies "
+                f"{list(shapes[found[0]])}: the adapter was trained for another base model"
+            )
         factor = pair.scale * pair.rank / alpha
         b = pair.b if factor == 1 else ScaledTensor(pair.b, factor)
         plans.append(TensorPlan(f"{found[1]}.lora_a", pair.a, out))

@@ -3,6 +3,7 @@ against transformers + peft's merge_and_unload() on a tiny Llama-2 with grouped-
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,3 +248,14 @@ def test_lora_only_finds_the_base_config_in_the_hub_cache(world: World, tmp_path
     explicit = write_lora_adapter(world.style, tmp_path / "explicit.gguf", base=world.base, progress=False)
     cached = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(from_cache).tensors}
     assert cached and all(np.array_equal(cached[t.name], t.data) for t in gguf.GGUFReader(explicit).tensors)
+
+
+def test_lora_only_checks_the_adapter_against_the_base(world: World, tmp_path: Path) -> None:
+    other = tmp_path / "Llama-2-wider"
+    other.mkdir()
+    config = json.loads((world.base / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "intermediate_size": 2 * config["intermediate_size"]}))
+    out = tmp_path / "x.gguf"
+    with pytest.raises(CheckpointError, match=r"mlp\.(down|gate|up)_proj.* trained for another base model"):
+        write_lora_adapter(world.style, out, base=other, progress=False)
+    assert not out.exists()
