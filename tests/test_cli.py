@@ -94,3 +94,11 @@ def test_show_json_matches_the_file(default_model: Path) -> None:
     assert info["file_size"] == default_model.stat().st_size
     assert info["file_type"] == "Q4_1"
     assert info["chat_template"] == field("tokenizer.chat_template")
+
+
+def test_llama_cpp_is_silent_without_verbose() -> None:
+    done = edgellm("run", "default", "Say hi.", "--max-tokens", "4")
+    assert done.returncode == 0 and done.stdout.strip()
+    assert done.stderr == ""
+    loud = edgellm("run", "default", "Say hi.", "--max-tokens", "4", "--verbose")
+    assert "llama_model_loader" in loud.stderr, "--verbose shows llama.cpp's own log"
