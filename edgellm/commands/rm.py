@@ -27,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
         shared = {m.path for m in store.named(ref.name) if m.path.stat().st_nlink > 1}
         for model in store.remove(ref):
             print(f"deleted '{model.name}:{model.qtype}'")
-            if model.path in shared:  # hard-linked from the Hub cache at pull: the bytes are still there
-                source = model.manifest.get("source")
-                repo = source.get("repo") if isinstance(source, dict) else None
-                how = f"`hf cache rm model/{repo}` frees it" if repo else "`hf cache ls` shows it"
-                print(f"  its download ({human_bytes(model.size)}) stays in the Hugging Face cache: {how}")
+            source = model.manifest.get("source")
+            repo = source.get("repo") if isinstance(source, dict) else None
+            if model.path in shared and repo:  # hard-linked from the Hub cache at pull: the bytes stay there
+                print(f"  its download ({human_bytes(model.size)}) stays in the Hugging Face cache: "
+                      f"`hf cache rm model/{repo}` frees it")  # fmt: skip
     return 0
