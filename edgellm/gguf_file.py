@@ -5,15 +5,14 @@ extents; everything it would trip over is refused here with a message naming the
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gguf
-import numpy as np
 
 from edgellm.errors import BadModelFile
+from edgellm.gguf_header import HeaderError, read_header
 
 KNOWN_ARCHITECTURES = frozenset(gguf.MODEL_ARCH_NAMES.values())
 _FILE_TYPES = {t.value: t.name.removeprefix("MOSTLY_") for t in gguf.LlamaFileType}
@@ -63,14 +62,6 @@ class GGUFInfo:
         }
 
 
-def _scalar(field: gguf.ReaderField) -> object:
-    """A metadata value as a Python scalar, string or (for arrays) its length."""
-    if field.types and field.types[0] == gguf.GGUFValueType.ARRAY:
-        return len(field.data)
-    value = field.contents()
-    return value
-
-
 def inspect(path: str | os.PathLike[str]) -> GGUFInfo:
     """Validate ``path`` as a GGUF file llama.cpp can load and summarise it, or raise BadModelFile."""
     p = Path(path)
@@ -85,14 +76,16 @@ def inspect(path: str | os.PathLike[str]) -> GGUFInfo:
         hint = " (a safetensors/PyTorch checkpoint? convert it with `edgellm quantize`)" if size else ""
         raise BadModelFile(p, f"not a GGUF file (no GGUF magic){hint}")
     try:
-        reader = _CheckedReader(p, "r")
-    except _TensorProblem as err:
-        raise BadModelFile(p, f"{err}; re-download or re-convert it") from None
-    except (ValueError, IndexError, KeyError, OverflowError, UnicodeDecodeError, MemoryError) as err:
-        raise BadModelFile(p, f"corrupt or truncated GGUF header ({err}); re-download or re-convert it") from None
-
-    fields = {name: _scalar(f) for name, f in reader.fields.items()}
-    if not reader.tensors:
+        header = read_header(p)
+    except HeaderError as err:
+        raise BadModelFile(p, f"corrupt or truncated GGUF header: {err}; re-download or re-convert it") from None
+    for t in header.tensors:
+        end = t.offset + t.n_bytes
+        if end > size:
+            why = f"tensor {t.name} lies outside the file (ends at byte {end}, file has {size})"
+            raise BadModelFile(p, f"truncated or corrupt: {why}; re-download or re-convert it")
+    fields = header.fields
+    if not header.tensors:
         raise BadModelFile(p, "GGUF has no tensors (a vocabulary-only file?)")
     arch = fields.get("general.architecture")
     if not isinstance(arch, str) or not arch:
@@ -102,7 +95,7 @@ def inspect(path: str | os.PathLike[str]) -> GGUFInfo:
 
     def num(key: str, default: int = 0) -> int:
         value = fields.get(f"{arch}.{key}", default)
-        return int(value) if isinstance(value, (int, np.integer)) else default
+        return value if isinstance(value, int) and not isinstance(value, bool) else default
 
     blocks, embd = num("block_count"), num("embedding_length")
     heads = num("attention.head_count")
@@ -117,8 +110,8 @@ def inspect(path: str | os.PathLike[str]) -> GGUFInfo:
         raise BadModelFile(p, f"embedding_length {embd} is not a multiple of head_count {heads}")
 
     types: dict[str, int] = {}
-    for t in reader.tensors:
-        types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
+    for t in header.tensors:
+        types[t.type.name] = types.get(t.type.name, 0) + 1
     file_type = fields.get("general.file_type")
     template = fields.get("tokenizer.chat_template")
     return GGUFInfo(
@@ -127,7 +120,7 @@ def inspect(path: str | os.PathLike[str]) -> GGUFInfo:
         architecture=arch,
         name=str(fields.get("general.name") or p.stem),
         file_type=_FILE_TYPES.get(int(file_type), str(file_type)) if file_type is not None else _guess_type(types),
-        parameters=sum(int(t.n_elements) for t in reader.tensors),
+        parameters=sum(t.n_elements for t in header.tensors),
         context_length=ctx,
         block_count=blocks,
         head_count=heads,
@@ -138,36 +131,6 @@ def inspect(path: str | os.PathLike[str]) -> GGUFInfo:
         tensor_types=types,
         metadata={k: v for k, v in fields.items() if not k.startswith("GGUF.")},
     )
-
-
-class _TensorProblem(Exception):
-    pass
-
-
-class _CheckedReader(gguf.GGUFReader):
-    """gguf's reader, checking each tensor's type and extent before it maps the tensor's data:
-    the stock reader turns a bad offset into a numpy reshape error, llama.cpp into a crash."""
-
-    def _build_tensors(self, start_offs: int, fields: list[gguf.ReaderField]) -> None:
-        size = len(self.data)
-        for f in fields:
-            _, name_data, _, dims, raw_type, offset = f.parts
-            name = bytes(name_data).decode("utf-8", errors="replace")
-            try:
-                qtype = gguf.GGMLQuantizationType(int(raw_type[0]))
-                block, type_size = gguf.GGML_QUANT_SIZES[qtype]
-            except (ValueError, KeyError):
-                raise _TensorProblem(f"tensor {name} has unknown type {int(raw_type[0])}") from None
-            shape = [int(d) for d in dims]
-            n = math.prod(shape)
-            if n <= 0 or shape[0] % block:
-                raise _TensorProblem(f"tensor {name} has impossible shape {shape} for {qtype.name}")
-            end = start_offs + int(offset[0]) + n // block * type_size
-            if end > size:
-                raise _TensorProblem(
-                    f"truncated or corrupt: tensor {name} lies outside the file (ends at byte {end}, file has {size})"
-                )
-        super()._build_tensors(start_offs, fields)
 
 
 def _guess_type(types: dict[str, int]) -> str:
