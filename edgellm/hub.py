@@ -1,18 +1,23 @@
 """Downloads from the Hugging Face Hub (or a mirror) with huggingface_hub, errors in one line.
 
-Everything goes through the library's own cache (HF_HOME / HF_HUB_CACHE), so files other tools
-fetched are reused and `HF_HUB_OFFLINE=1` works from it. The environment (HF_ENDPOINT, HF_TOKEN,
-HF_HUB_OFFLINE) is read at call time and passed explicitly, whatever it was at import time.
-A connection dropped mid-file is resumed by the library with a Range request."""
+Checkpoints go through the library's own cache (HF_HOME / HF_HUB_CACHE), so files other tools
+fetched are reused and `HF_HUB_OFFLINE=1` works from it. A single large GGUF is taken from that
+cache when it is there, else downloaded by the library's HTTP client into a `.part` file of ours
+that survives Ctrl-C: the next pull resumes it with a Range request (huggingface_hub >= 1.0 only
+resumes within one process), and its SHA-256 is checked against the Hub's before use.
+The environment (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE) is read at call time and passed
+explicitly, whatever it was when huggingface_hub was imported."""
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from edgellm.errors import EdgeLLMError
 
@@ -132,6 +137,64 @@ def download_file(repo: str, filename: str) -> Path:
 
     with explained(repo, filename):
         return Path(hf_hub_download(repo, filename, endpoint=endpoint(), token=_token(), local_files_only=offline()))
+
+
+def cached_file(repo: str, filename: str) -> Path | None:
+    """The file if the Hugging Face cache already holds it (any tool may have fetched it)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, filename)
+    return Path(found) if isinstance(found, str) else None
+
+
+def download_resumable(repo: str, filename: str, folder: Path) -> tuple[Path, str | None]:
+    """One file into ``folder``/<etag>.part, resuming what an earlier, interrupted pull left there;
+    checked against the Hub's SHA-256 (LFS files). Returns the finished file (for the caller to
+    move) and the commit it belongs to."""
+    from filelock import FileLock, Timeout
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+
+    url = hf_hub_url(repo, filename, endpoint=endpoint())
+    with explained(repo, filename):
+        meta = get_hf_file_metadata(url, token=_token(), endpoint=endpoint())
+        if not meta.etag or meta.size is None:
+            raise HubError(f"{endpoint()} gave no ETag or size for {repo}/{filename}: is HF_ENDPOINT a Hub mirror?")
+        folder.mkdir(parents=True, exist_ok=True)
+        part = folder / f"{re.sub(r'[^0-9a-zA-Z_-]', '_', meta.etag)}.part"
+        try:
+            with FileLock(f"{part}.lock", timeout=0):
+                have = part.stat().st_size if part.exists() else 0
+                if have > meta.size:  # not a prefix of this file: start again
+                    part.unlink()
+                    have = 0
+                headers = build_hf_headers(token=_token())
+                if urlsplit(meta.location).netloc != urlsplit(url).netloc:
+                    headers.pop("authorization", None)  # a CDN's signed URL: the token stays with the Hub
+                if have:
+                    print(f"resuming {filename} at {have / meta.size:.0%}")
+                with open(part, "ab") as fh:
+                    http_get(meta.location, fh, resume_size=have, headers=headers, expected_size=meta.size,
+                             displayed_filename=filename)  # fmt: skip
+        except Timeout:
+            raise HubError(f"another edgellm pull is downloading {repo}/{filename}; wait for it") from None
+        Path(f"{part}.lock").unlink(missing_ok=True)
+    _verify(part, meta.etag, f"{repo}/{filename}")
+    return part, meta.commit_hash
+
+
+def _verify(path: Path, etag: str, what: str) -> None:
+    """LFS ETags are the file's SHA-256: a resumed file must hash to it (else it is discarded)."""
+    if not re.fullmatch(r"[0-9a-f]{64}", etag):
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            digest.update(chunk)
+    if digest.hexdigest() != etag:
+        path.unlink()
+        raise HubError(f"{what}: the download does not match the Hub's SHA-256; run the pull again")
 
 
 def download_snapshot(repo: str, patterns: list[str]) -> Path:

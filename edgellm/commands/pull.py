@@ -48,17 +48,23 @@ def _check_disk(folder: Path, need: int, what: str) -> None:
 
 
 def pull_gguf(store: Store, entry: ModelEntry, ref: Ref) -> StoredModel:
-    """The registry's ready-made GGUF: into the Hub cache, then hard-linked into the store."""
+    """The registry's ready-made GGUF: hard-linked from the Hub cache if it is there (offline too),
+    else downloaded (resumably) straight into the store."""
     assert entry.gguf_repo
     filename = entry.gguf_files[ref.qtype or entry.recommended]
-    if not hub.offline():
-        size = hub.repo_files(entry.gguf_repo).get(filename)  # a missing file is the download's 404
-        if size:
-            _check_disk(hub.cache_dir(), size, f"{entry.gguf_repo}/{filename}")
     print(f"pulling {ref} from {entry.gguf_repo}/{filename}")
-    path = hub.download_file(entry.gguf_repo, filename)
-    source = {"repo": entry.gguf_repo, "file": filename, "commit": hub.commit_of(path)}
-    return store.install(path, ref, _manifest(entry, path, source), move=False)
+    cached = hub.cached_file(entry.gguf_repo, filename)
+    if cached is None and hub.offline():
+        cached = hub.download_file(entry.gguf_repo, filename)  # raises the one-line offline error
+    if cached is not None:
+        source = {"repo": entry.gguf_repo, "file": filename, "commit": hub.commit_of(cached)}
+        return store.install(cached, ref, _manifest(entry, cached, source), move=False)
+    size = hub.repo_files(entry.gguf_repo).get(filename)  # a missing file is the download's 404
+    if size:
+        _check_disk(store.root, size, f"{entry.gguf_repo}/{filename}")
+    part, commit = hub.download_resumable(entry.gguf_repo, filename, store.staging())
+    source = {"repo": entry.gguf_repo, "file": filename, "commit": commit}
+    return store.install(part, ref, _manifest(entry, part, source), move=True)
 
 
 def convert_checkpoint(folder: Path, out: Path, qtype: str) -> None:

@@ -57,7 +57,12 @@ class Request:
 class FakeHub:
     repos: dict[str, Repo] = field(default_factory=dict)
     cut_once: set[str] = field(default_factory=set)  # file names whose first CDN transfer is cut
+    stall: set[str] = field(default_factory=set)  # file names whose CDN transfer stops halfway until release()
     log: list[Request] = field(default_factory=list)
+    _released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self._released.set()
 
     def add(self, repo_id: str, files: dict[str, bytes], *, gated: bool = False) -> Repo:
         self.repos[repo_id] = Repo(files, gated)
@@ -79,6 +84,7 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        self.release()
         for server in (self._hub, self._cdn):
             server.shutdown()
             server.server_close()
@@ -251,6 +257,13 @@ def _handler(hub: FakeHub, *, cdn: bool) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             self.end_headers()
             if self.command == "HEAD":
+                return
+            if name in hub.stall and len(body) > 1:
+                hub.stall.discard(name)
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                hub._released.wait(60)
+                self.close_connection = True
                 return
             if name in hub.cut_once and len(body) > 1:
                 hub.cut_once.discard(name)

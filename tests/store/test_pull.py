@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -154,13 +155,11 @@ def test_pull_fetches_only_the_listed_file_into_the_store(env: dict[str, str], h
     path = stored(env, "tiny-chat", "F16")
     assert path.read_bytes() == gguf_bytes["F16"]
     assert len(cdn_gets(hub)) == 1  # the Q8_0 file and the README were never fetched
-    # hard-linked from the Hub cache: one copy on disk, and the cache stays usable by other tools
-    blobs = list((Path(env["HF_HOME"]) / "hub").glob("models--edgellm-test--Tiny-Chat-GGUF/blobs/*"))
-    assert [b.stat().st_ino for b in blobs] == [path.stat().st_ino]
     manifest = json.loads(path.with_suffix(".json").read_text())
     assert manifest["source"]["repo"] == GGUF_REPO
     assert manifest["source"]["commit"] == hub.repos[GGUF_REPO].commit
     assert "[INST]" in manifest["chat_template"]  # the file has none: the registry's llama2 template
+    assert not list(path.parent.parent.glob(".partial/*"))  # nothing half-written left behind
 
     listing = edgellm(env, "list")
     row = next(line for line in listing.stdout.splitlines() if line.startswith("tiny-chat"))
@@ -172,12 +171,32 @@ def test_pull_fetches_only_the_listed_file_into_the_store(env: dict[str, str], h
     assert len(cdn_gets(hub)) == 1
 
     gone = edgellm(env, "rm", "tiny-chat")
-    assert gone.returncode == 0 and "deleted 'tiny-chat:F16'" in gone.stdout
+    assert gone.returncode == 0 and gone.stdout.strip() == "deleted 'tiny-chat:F16'"
+    assert not path.exists()
+
+
+def hub_cache_download(env: dict[str, str], repo: str, filename: str, **extra: str) -> Path:
+    """Another tool fetching a file into the Hugging Face cache (huggingface_hub itself)."""
+    code = f"from huggingface_hub import hf_hub_download; print(hf_hub_download({repo!r}, {filename!r}))"
+    proc = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return Path(proc.stdout.strip())
+
+
+def test_a_file_in_the_hub_cache_is_linked_not_downloaded(env: dict[str, str], hub: FakeHub) -> None:
+    cached = hub_cache_download(env, GGUF_REPO, "tiny-chat.F16.gguf")
+    before = len(cdn_gets(hub))
+    proc = edgellm(env, "pull", "tiny-chat:F16")
+    assert proc.returncode == 0, proc.stderr
+    assert len(cdn_gets(hub)) == before
+    path = stored(env, "tiny-chat", "F16")
+    assert path.stat().st_ino == cached.resolve().stat().st_ino  # one copy on disk
+    gone = edgellm(env, "rm", "tiny-chat")
     assert f"hf cache rm model/{GGUF_REPO}" in gone.stdout  # the bytes are still in the Hub cache: say so
-    assert not path.exists() and all(b.exists() for b in blobs)
+    assert cached.exists()
 
 
-def test_interrupted_download_resumes_with_a_range_request(env: dict[str, str], hub: FakeHub, gguf_bytes) -> None:
+def test_dropped_connection_resumes_with_a_range_request(env: dict[str, str], hub: FakeHub, gguf_bytes) -> None:
     hub.cut_once.add("big-chat.F16.gguf")
     proc = edgellm(env, "pull", "big-chat:F16")
     assert proc.returncode == 0, proc.stderr
@@ -186,6 +205,43 @@ def test_interrupted_download_resumes_with_a_range_request(env: dict[str, str], 
     resumed_at = int(ranges[1].removeprefix("bytes=").split("-")[0])
     assert 0 < resumed_at < len(gguf_bytes["big"])
     assert stored(env, "big-chat", "F16").read_bytes() == gguf_bytes["big"]
+
+
+def test_a_pull_stopped_with_ctrl_c_resumes_next_time(env: dict[str, str], hub: FakeHub, gguf_bytes) -> None:
+    hub.stall.add("big-chat.F16.gguf")  # the CDN sends half, then waits
+    child = subprocess.Popen([sys.executable, "-m", "edgellm", "pull", "big-chat:F16"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    staging = Path(env["EDGELLM_HOME"]) / "models" / ".partial"
+    deadline = time.monotonic() + 60
+    while not [p for p in staging.glob("*.part") if p.stat().st_size] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    hub.release()
+    assert child.returncode == 130 and "Traceback" not in err, err
+    [part] = staging.glob("*.part")
+    kept = part.stat().st_size
+    assert 0 < kept < len(gguf_bytes["big"])
+
+    proc = edgellm(env, "pull", "big-chat:F16")
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming big-chat.F16.gguf" in proc.stdout
+    assert cdn_gets(hub)[-1] == f"bytes={kept}-"
+    assert stored(env, "big-chat", "F16").read_bytes() == gguf_bytes["big"]
+    assert not list(staging.iterdir())
+
+
+def test_a_corrupt_partial_file_is_caught_by_the_checksum(env: dict[str, str], hub: FakeHub, gguf_bytes) -> None:
+    import hashlib
+
+    staging = Path(env["EDGELLM_HOME"]) / "models" / ".partial"
+    staging.mkdir(parents=True)
+    sha = hashlib.sha256(gguf_bytes["big"]).hexdigest()
+    (staging / f"{sha}.part").write_bytes(b"\0" * (len(gguf_bytes["big"]) // 2))  # not a prefix of the file
+    line = error_line(edgellm(env, "pull", "big-chat:F16"))
+    assert "does not match the Hub's SHA-256" in line
+    assert not list(staging.glob("*.part"))  # discarded: the next pull starts clean
+    assert edgellm(env, "pull", "big-chat:F16").returncode == 0
 
 
 def test_gated_repo_is_explained_in_one_line(env: dict[str, str], hub: FakeHub) -> None:
@@ -217,8 +273,7 @@ def test_no_network_is_explained_in_one_line(env: dict[str, str]) -> None:
 
 
 def test_offline_mode_uses_the_hub_cache(env: dict[str, str], hub: FakeHub, gguf_bytes) -> None:
-    assert edgellm(env, "pull", "tiny-chat:F16").returncode == 0
-    assert edgellm(env, "rm", "tiny-chat:F16").returncode == 0
+    hub_cache_download(env, GGUF_REPO, "tiny-chat.F16.gguf")
     before = len(hub.log)
     proc = edgellm(env, "pull", "tiny-chat:F16", HF_HUB_OFFLINE="1")
     assert proc.returncode == 0, proc.stderr
