@@ -10,7 +10,7 @@ from pathlib import Path
 from edgellm import registry
 from edgellm.default_model import default_model_path
 from edgellm.errors import EdgeLLMError
-from edgellm.store import Store, StoredModel
+from edgellm.store import STAGING, Store, StoredModel
 from edgellm.units import human_bytes, human_count
 
 
@@ -150,4 +150,9 @@ def run(args: argparse.Namespace) -> int:
                 ]
             )
     print(table(lines))
+    partial = list((Store().root / STAGING).glob("*.part")) if not args.all else []
+    if partial:
+        size = human_bytes(sum(p.stat().st_size for p in partial))
+        print(f"({len(partial)} interrupted download(s), {size}, in {short_path(partial[0].parent)}: "
+              "`edgellm pull` the model again to resume)")  # fmt: skip
     return 0
