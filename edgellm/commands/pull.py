@@ -93,9 +93,13 @@ def pull_checkpoint(store: Store, entry: ModelEntry, ref: Ref) -> StoredModel:
     try:
         convert_checkpoint(folder, out, qtype)
         source = {"repo": entry.repo, "commit": hub.commit_of(folder), "converted_to": qtype}
-        return store.install(out, Ref(ref.name, qtype), _manifest(entry, out, source), move=True)
+        model = store.install(out, Ref(ref.name, qtype), _manifest(entry, out, source), move=True)
     finally:
         out.unlink(missing_ok=True)
+    kept = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    print(f"the original checkpoint ({human_bytes(kept)}) stays in the Hugging Face cache for the next conversion: "
+          f"`hf cache rm model/{entry.repo}` frees it")  # fmt: skip
+    return model
 
 
 def run(args: argparse.Namespace) -> int:

@@ -331,6 +331,7 @@ def test_pull_converts_a_checkpoint_downloading_only_what_conversion_reads(
     hub.add(CKPT_REPO, checkpoint)
     proc = edgellm(env, "pull", "tiny-llama")  # registry: no GGUF repo, recommended Q8_0
     assert proc.returncode == 0, proc.stderr
+    assert f"`hf cache rm model/{CKPT_REPO}` frees it" in proc.stdout
     fetched = {r.path.split("/resolve/", 1)[1].split("/", 1)[1] for r in hub.requests("HEAD", "/resolve/")}
     assert fetched == {n for n in checkpoint if n.endswith((".safetensors", ".json", ".model"))}
     assert not hub.requests(contains="pytorch_model.bin") and not hub.requests(contains="consolidated")
