@@ -22,6 +22,7 @@ import numpy as np
 
 from edgellm.engine import Engine, LoadOptions, SamplingParams
 from edgellm.errors import EdgeLLMError
+from edgellm.evaluate import bos_token
 from edgellm.units import human_count
 
 N_BATCH = 512
@@ -163,54 +164,58 @@ def _ttft_prompt(engine: Engine, n_prompt: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": engine.detokenize(words)}]
 
 
+def prompt_seconds(engine: Engine, n: int, rng: np.random.Generator) -> float:
+    """llama-bench's pp test: n random tokens into an empty cache, output for the last only."""
+    engine.reset()
+    tokens = _random_tokens(rng, n, engine.info.vocab_size, bos_token(engine))
+    t0 = time.perf_counter()
+    engine.logits(tokens, first=len(tokens) - 1)
+    return time.perf_counter() - t0
+
+
+def generation_seconds(engine: Engine, n: int, rng: np.random.Generator) -> float:
+    """llama-bench's tg test: n single-token decodes from an empty cache, output for each."""
+    engine.reset()
+    tokens = _random_tokens(rng, n, engine.info.vocab_size, bos_token(engine))
+    t0 = time.perf_counter()
+    for token in tokens:
+        engine.logits([token])
+    return time.perf_counter() - t0
+
+
+def first_token_seconds(engine: Engine, messages: list[dict[str, str]]) -> float:
+    """A greedy chat turn from an empty cache until its first token: template, tokenizer, prefill."""
+    engine.reset()
+    t0 = time.perf_counter()
+    next(iter(engine.chat(messages, SamplingParams(temperature=0, max_tokens=1))), None)
+    return time.perf_counter() - t0
+
+
+def generation_rate(engine: Engine, n_gen: int, reps: int) -> Rate:
+    """tg<n_gen> on an already loaded engine (its context must hold n_gen tokens), with warm-up."""
+    rng = np.random.default_rng(_SEED)
+    generation_seconds(engine, 1, rng)
+    return Rate(f"tg{n_gen}", n_gen, [generation_seconds(engine, n_gen, rng) for _ in range(reps)])
+
+
 def measure(path: Path, setting: Setting, log=None) -> BenchRow:  # noqa: ANN001 (a print-like callable)
     """Run one setting in this process."""
     n_ctx = max(setting.n_prompt, setting.n_gen) + 256  # room for the chat template around the TTFT prompt
     options = LoadOptions(n_ctx=n_ctx, n_threads=setting.threads, n_gpu_layers=setting.gpu_layers, n_batch=N_BATCH)
     rng = np.random.default_rng(_SEED)
     with Engine(path, options) as engine:
-        n_vocab = engine.info.vocab_size
-        added = engine.tokenize("", add_special=True, parse_special=False)
-        bos = added[0] if added else None
         messages = _ttft_prompt(engine, setting.n_prompt)
         pp = Rate(f"pp{setting.n_prompt}", setting.n_prompt)
         tg = Rate(f"tg{setting.n_gen}", setting.n_gen)
         ttft: list[float] = []
-
-        def prompt_run() -> float:
-            engine.reset()
-            tokens = _random_tokens(rng, setting.n_prompt, n_vocab, bos)
-            t0 = time.perf_counter()
-            engine.logits(tokens, first=len(tokens) - 1)
-            return time.perf_counter() - t0
-
-        def gen_run(n: int) -> float:
-            engine.reset()
-            tokens = _random_tokens(rng, n, n_vocab, bos)
-            t0 = time.perf_counter()
-            for token in tokens:
-                engine.logits([token])
-            return time.perf_counter() - t0
-
-        def first_token_run() -> float:
-            engine.reset()
-            t0 = time.perf_counter()
-            next(iter(engine.chat(messages, SamplingParams(temperature=0, max_tokens=1))), None)
-            return time.perf_counter() - t0
-
-        if setting.n_prompt:
-            prompt_run()  # warm-up, as llama-bench
-        if setting.n_gen:
-            gen_run(1)
+        prompt_seconds(engine, setting.n_prompt, rng)  # warm-ups, as llama-bench
+        generation_seconds(engine, 1, rng)
         for i in range(setting.reps):
             if log:
                 log(f"run {i + 1}/{setting.reps}")
-            if setting.n_prompt:
-                pp.samples_s.append(prompt_run())
-            if setting.n_gen:
-                tg.samples_s.append(gen_run(setting.n_gen))
-            if setting.n_prompt:
-                ttft.append(first_token_run())
+            pp.samples_s.append(prompt_seconds(engine, setting.n_prompt, rng))
+            tg.samples_s.append(generation_seconds(engine, setting.n_gen, rng))
+            ttft.append(first_token_seconds(engine, messages))
         return BenchRow(
             model=str(engine.path),
             model_type=_model_type(engine),

@@ -312,31 +312,36 @@ def prepare_reference(plan: EvalPlan, ref_path: Path, on_chunk: OnChunk | None =
     _, text = load_text(plan.text_spec)
     with plan.load(ref_path) as engine:
         tokens = tokenize(engine, text)
-        chunks = make_chunks(tokens, plan.n_ctx, plan.max_chunks, _bos(engine))
+        chunks = make_chunks(tokens, plan.n_ctx, plan.max_chunks, bos_token(engine))
         return Reference(engine, tokens, chunks, on_chunk)
 
 
 def compare(plan: EvalPlan, path: Path, ref: Reference, on_chunk: OnChunk | None = None) -> EvalResult:
-    """Evaluate ``path`` on the reference's chunks; refuse models with another vocabulary."""
-    _, text = load_text(plan.text_spec)
+    """Evaluate ``path`` on the reference's chunks."""
     with plan.load(path) as engine:
-        if engine.info.vocab_size != ref.log_probs.shape[1] or tokenize(engine, text) != ref.tokens:
-            raise EdgeLLMError(
-                f"{path}: tokenizes the text differently from the reference {ref.path}; "
-                "KL divergence needs models with the same vocabulary"
-            )
-        return evaluate(engine, ref.chunks, ref, plan.text_spec, on_chunk)
+        return compare_loaded(engine, plan, ref, on_chunk)
+
+
+def compare_loaded(engine: Engine, plan: EvalPlan, ref: Reference, on_chunk: OnChunk | None = None) -> EvalResult:
+    """Evaluate a loaded model on the reference's chunks; refuse one with another vocabulary."""
+    _, text = load_text(plan.text_spec)
+    if engine.info.vocab_size != ref.log_probs.shape[1] or tokenize(engine, text) != ref.tokens:
+        raise EdgeLLMError(
+            f"{engine.path}: tokenizes the text differently from the reference {ref.path}; "
+            "KL divergence needs models with the same vocabulary"
+        )
+    return evaluate(engine, ref.chunks, ref, plan.text_spec, on_chunk)
 
 
 def perplexity(plan: EvalPlan, path: Path, on_chunk: OnChunk | None = None) -> EvalResult:
     """Perplexity alone (no reference)."""
     _, text = load_text(plan.text_spec)
     with plan.load(path) as engine:
-        chunks = make_chunks(tokenize(engine, text), plan.n_ctx, plan.max_chunks, _bos(engine))
+        chunks = make_chunks(tokenize(engine, text), plan.n_ctx, plan.max_chunks, bos_token(engine))
         return evaluate(engine, chunks, None, plan.text_spec, on_chunk)
 
 
-def _bos(engine: Engine) -> int | None:
+def bos_token(engine: Engine) -> int | None:
     """The BOS token if the model adds one (the empty text tokenizes to just that)."""
     added = engine.tokenize("", add_special=True, parse_special=False)
     return added[0] if added else None

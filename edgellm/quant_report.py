@@ -6,20 +6,28 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgellm import plot
-from edgellm.benchmark import Rate, Setting, markdown_table, measure
-from edgellm.engine import default_threads
-from edgellm.evaluate import EvalPlan, EvalResult, OnChunk, compare, prepare_reference
+from edgellm.benchmark import Rate, generation_rate, markdown_table
+from edgellm.errors import EdgeLLMError
+from edgellm.evaluate import EvalPlan, EvalResult, OnChunk, compare_loaded, prepare_reference
 from edgellm.gguf_file import GGUFInfo, inspect
 from edgellm.units import human_bytes
+
+_FLOAT_FILE_TYPES = frozenset({"F16", "BF16", "F32", "ALL_F32"})
+# What `--report` measures: llama-perplexity's defaults on the bundled text, llama-bench's tg128 x 3.
+REPORT_PLAN = EvalPlan()
+GEN_TOKENS, GEN_REPS = 128, 3
 
 
 @dataclass
 class ReportRow:
+    """One file of the report: what it is, how it scores, how fast it generates."""
+
     info: GGUFInfo
     result: EvalResult
     generation: Rate
@@ -46,15 +54,18 @@ def build_report(
 ) -> list[ReportRow]:
     """Score the reference once, then each output against it; the reference is the first row."""
     plan = plan or EvalPlan()
-    threads = plan.threads or default_threads()
-    setting = Setting(threads=threads, n_prompt=0, n_gen=n_gen, reps=reps)
     rows = []
     with prepare_reference(plan, reference, on_chunk) as ref:
         for path in [reference, *outputs]:
-            result = ref.self_result(plan.text_spec) if path == reference else compare(plan, path, ref, on_chunk)
-            if log:
-                log(f"{path.name}: timing tg{n_gen} ({reps} runs)")
-            rows.append(ReportRow(inspect(path), result, measure(path, setting).tg))
+            with plan.load(path) as engine:
+                result = (
+                    ref.self_result(plan.text_spec)
+                    if path == reference
+                    else compare_loaded(engine, plan, ref, on_chunk)
+                )
+                if log:
+                    log(f"{path.name}: timing tg{n_gen} ({reps} runs)")
+                rows.append(ReportRow(engine.info, result, generation_rate(engine, n_gen, reps)))
     return rows
 
 
@@ -97,14 +108,54 @@ def write_plot(rows: list[ReportRow], path: Path) -> None:
     )
 
 
-def report(reference: Path, outputs: list[Path], png: Path, plan: EvalPlan | None = None) -> list[ReportRow]:
+def report(reference: Path, outputs: list[Path], png: Path) -> list[ReportRow]:
     """What `edgellm quantize --report` runs: progress on stderr, the table on stdout, the PNG."""
     from edgellm.commands.eval import chunk_progress
 
-    rows = build_report(
-        reference, outputs, plan, on_chunk=chunk_progress(), log=lambda m: print(m, file=sys.stderr, flush=True)
-    )
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    rows = build_report(reference, outputs, REPORT_PLAN, GEN_TOKENS, GEN_REPS, chunk_progress(), log)
     print(table(rows))
     write_plot(rows, png)
     print(f"plot: {png}")
     return rows
+
+
+def quantize_and_report(
+    src: str, types: str, *, out: str | None, outdir: str | None, threads: int | None, force: bool,
+    loras: Sequence[str] = (),
+) -> list:  # fmt: skip
+    """`edgellm quantize SRC --type ... --report`: quantize, then report every output against the
+    float model. The reference is SRC if it is a float GGUF, the float output if one was asked
+    for, else an f16 written to a temporary folder beside the outputs and deleted afterwards."""
+    import quantize
+    from quantize.llamacpp import parse_types
+
+    wanted = parse_types(types)
+    source = Path(src).expanduser()
+    folder = Path(out).expanduser().parent if out else Path(outdir).expanduser() if outdir else source.parent
+    if source.is_dir() and not out and not outdir:
+        folder = source
+    png = folder / f"{source.stem}-quant-report.png"
+    if png.exists() and not force:
+        raise EdgeLLMError(f"{png}: already exists (the report plot); pass --force to overwrite it")
+    common = {"out": out, "outdir": outdir, "threads": threads, "force": force}
+    if source.is_file():
+        if inspect(source).file_type not in _FLOAT_FILE_TYPES:
+            raise EdgeLLMError(f"{source}: --report compares with the float model; give an f16/bf16/f32 GGUF as SRC")
+        outputs = quantize.run(source, wanted, **common)
+        report(source, [o.path for o in outputs], png)
+        return outputs
+    float_types = [t for t in wanted if t.is_float]
+    if float_types:
+        outputs = quantize.run(source, wanted, loras=loras, **common)
+        ref = next(o.path for o in outputs if o.type == float_types[0].name)
+        report(ref, [o.path for o in outputs if o.path != ref], png)
+        return outputs
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".edgellm-report-") as scratch:
+        ref = quantize.run(source, "f16", outdir=scratch, loras=loras)[0].path
+        outputs = quantize.run(ref, wanted, **{**common, "outdir": outdir or (None if out else str(folder))})
+        report(ref, [o.path for o in outputs], png)
+    return outputs

@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "(default: the model folder)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, metavar="N", help="quantizer threads (default: all cores)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--report", action="store_true", help="then score every output against the f16 (PPL, KLD, "
+                   "same top p, tok/s): a table and a size-vs-KLD PNG (see `edgellm eval`)")  # fmt: skip
     lora = p.add_argument_group("LoRA adapters (PEFT: adapter_config.json + adapter_model.safetensors or .bin)")
     lora.add_argument("--lora", action="append", default=[], metavar="ADAPTER",
                       help="merge this adapter folder into SRC while converting; repeatable, applied in order")
@@ -47,7 +49,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.lora_only:
         return lora_only(args)
-    outputs = quantize.run(
+    run_quantize = quantize.run
+    if args.report:
+        from edgellm.quant_report import quantize_and_report as run_quantize
+    outputs = run_quantize(
         args.src, args.type, out=args.output, outdir=args.outdir, threads=args.threads, force=args.force,
         loras=args.lora,
     )

@@ -31,3 +31,10 @@ def quantized(default_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         name: requantize(default_model, folder / f"SmolLM2-135M-Instruct-{name}.gguf", ftype)
         for name, ftype in (("Q8_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0), ("Q4_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0))
     }
+
+
+@pytest.fixture(scope="session")
+def f16_model(default_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model's weights widened to f16: a float GGUF to quantize from."""
+    folder = tmp_path_factory.mktemp("f16")
+    return requantize(default_model, folder / "SmolLM2-135M-Instruct-F16.gguf", llama_cpp.LLAMA_FTYPE_MOSTLY_F16)
