@@ -11,7 +11,7 @@ import pytest
 
 from edgellm import plot, quant_report
 from edgellm.cli import main
-from edgellm.evaluate import EvalPlan
+from edgellm.evaluate import EvalPlan, prepare_reference
 from edgellm.quant_report import build_report, table, write_plot
 
 
@@ -106,3 +106,23 @@ def test_report_needs_a_float_source(default_model: Path, tmp_path: Path, capsys
     assert main(["quantize", str(default_model), "--type", "q8_0", "--outdir", str(tmp_path), "--report"]) == 1
     assert "give an f16/bf16/f32 GGUF as SRC" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("quick_report")
+def test_quantize_report_from_a_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No float type asked for: the f16 reference is made in a scratch folder and removed afterwards.
+    This tiny Llama adds BOS, so every chunk starts with it (SmolLM2 does not)."""
+    from tests.quantize import builders
+
+    folder = builders.build(tmp_path / "Llama-2-tiny-hf", builders.LLAMA2_CONFIG, builders.train_spm())
+    before = set(folder.iterdir())
+    assert main(["quantize", str(folder), "--type", "q8_0,q4_0", "--report"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("|")][2:]
+    assert rows == ["F16", "Q8_0", "Q4_0"]
+    made = set(folder.iterdir()) - before
+    assert sorted(p.suffix for p in made) == [".gguf", ".gguf", ".png"]  # no f16, no scratch folder left
+    q8 = next(p for p in made if p.name.endswith("Q8_0.gguf"))
+    with prepare_reference(quant_report.REPORT_PLAN, q8) as ref:
+        assert ref.tokens[0] == 1 and ref.tokens[64] != 1 and all(chunk[0] == 1 for chunk in ref.chunks)
