@@ -22,7 +22,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - 3.10
     import tomli as tomllib
 
-BUNDLED = Path(__file__).resolve().parent.parent / "models.toml"
+# the repository's models.toml, packaged as edgellm/data/models.toml (a symlink in the source tree)
+BUNDLED = Path(__file__).resolve().parent / "data" / "models.toml"
 
 # Quantization types llama.cpp writes, by the names its tools and GGUF file names use.
 FILE_TYPES: tuple[str, ...] = tuple(
