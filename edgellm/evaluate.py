@@ -10,7 +10,9 @@ candidates and a model compared with itself gives exactly KLD 0; sums are float6
 
 from __future__ import annotations
 
+import errno
 import math
+import shutil
 import tempfile
 import time
 import unicodedata
@@ -145,14 +147,19 @@ class Reference:
         return result
 
     def _storage(self, rows: int, n_vocab: int) -> np.ndarray:
+        """A float32 (rows, n_vocab) array in the temporary file. Its space is checked first: a
+        sparse file that cannot grow kills the process (SIGBUS) at the first write that needs it."""
         size = rows * n_vocab * 4
+        folder = tempfile.gettempdir()
         try:
+            if shutil.disk_usage(folder).free < size + (64 << 20):
+                raise OSError(errno.ENOSPC, "not enough free space")
             self._file.truncate(size)
             return np.memmap(self._file, dtype=np.float32, mode="w+", shape=(rows, n_vocab))
         except OSError as err:
             self._file.close()
             raise EdgeLLMError(
-                f"cannot keep the reference's log-probabilities ({size / 1e9:.1f} GB) in {tempfile.gettempdir()}: "
+                f"cannot keep the reference's log-probabilities ({size / 1e9:.1f} GB) in {folder}: "
                 f"{err.strerror}; set TMPDIR to a larger disk or use fewer --chunks"
             ) from None
 

@@ -4,6 +4,7 @@ computation from llama-cpp-python's high-level Llama class (all logits) and nump
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import llama_cpp
@@ -102,3 +103,15 @@ def test_bundled_texts() -> None:
     name, text = load_text("bundled")
     assert "Four score and seven years ago" in text and "道可道，非常道" in text
     assert load_text("bundled:zh")[1].startswith("《道德经》")
+
+
+def test_no_room_for_the_reference_is_a_clear_error(
+    default_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked before the memory-mapped file grows: a sparse file that cannot grow kills with SIGBUS."""
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1 << 20))
+    args = ["eval", str(default_model), "--ref", str(default_model), "--text", "bundled:en", "--ctx", "64"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "set TMPDIR" in err and "GB" in err
