@@ -56,7 +56,6 @@ def test_chat_templates(qwen1_chat: tuple[Converted, Engine], qwen15_chat: tuple
     assert qwen15_chat[1].template == QWEN15_CHAT_TEMPLATE
 
 
-@pytest.mark.slow
 def test_quantized_qwen1_still_answers_and_stops(
     qwen1_chat: tuple[Converted, Engine], split_char: tuple[str, list[int]], tmp_path: Path
 ) -> None:
