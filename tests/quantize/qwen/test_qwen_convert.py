@@ -230,3 +230,17 @@ def test_unusable_tokenizer_json(qwen15_tied: Converted, tmp_path: Path, edit, n
         prepare(folder)
     message = _one_line(err.value)
     assert str(folder / "tokenizer.json") in message and needle in message
+
+
+@pytest.mark.parametrize(("generation", "method"), [("qwen1", "gptq"), ("qwen15", "awq")])
+def test_prequantized_release_is_refused_with_the_fix(
+    generation: str, method: str, qwen1: Converted, qwen15_tied: Converted, tmp_path: Path
+) -> None:
+    """Qwen-7B-Chat-Int4 (GPTQ) and Qwen1.5-*-Chat-AWQ sit next to the originals on the Hub."""
+    source = qwen1 if generation == "qwen1" else qwen15_tied
+    folder = _linked_copy(source.folder, tmp_path / f"{method}-int4")
+    _edit_config(folder, quantization_config={"bits": 4, "group_size": 128, "quant_method": method})
+    with pytest.raises(UnsupportedModel) as err:
+        prepare(folder)
+    message = _one_line(err.value)
+    assert str(folder / "config.json") in message and method in message and "unquantized" in message
