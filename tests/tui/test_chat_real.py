@@ -79,7 +79,9 @@ async def test_escape_stops_while_the_prompt_is_read(make_real_app) -> None:
         assert answer.stats.stop_reason == "cancelled"
         assert answer.stats.generated_tokens == 0 and answer.stats.ttft_seconds == 0
         assert [r[0] for r in rows(app)] == ["user"]  # nothing written, nothing kept
-        await send(pilot, "Hi")  # the engine is usable again
+        await pilot.press("ctrl+n")  # the engine is usable again (in a new chat: no long prompt to read)
+        await pilot.pause()
+        await send(pilot, "Hi")
         await wait_idle(pilot)
         assert rows(app)[-1][0] == "assistant" and rows(app)[-1][1]
 

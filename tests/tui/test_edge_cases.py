@@ -48,7 +48,7 @@ async def test_error_mid_answer_keeps_the_partial_answer_and_the_app(make_script
 
 
 async def test_very_long_answer_is_saved_and_rendered_whole(make_scripted_app) -> None:
-    pieces = [f"word{i} " if i % 50 else f"\n\n## Part {i}\n\n```python\nprint({i})\n```\n" for i in range(20_000)]
+    pieces = [f"word{i} " if i % 50 else f"\n\n## Part {i}\n\n```python\nprint({i})\n```\n" for i in range(8_000)]
     app, _ = make_scripted_app([Script(pieces)])
     flushes = 0
     async with app.run_test(size=(100, 30)) as pilot:

@@ -256,9 +256,10 @@ class ChatView(Vertical):
         assert self.chat is not None
         self.answer = Answer(self.chat.model, self.load_options, self.history(), self.settings)
         self._answer_row = None
-        placeholder = Message(0, self.chat.id, "assistant", "", "streaming", {"model": self.chat.model})
-        self._answer_view = MessageView(placeholder, self._author(placeholder), live=True)
-        self._answer_view.set_class(True, "live")
+        held = self.slot.engine if self.slot.holds(self.chat.model, self.load_options) else None
+        author = held.info.name if held is not None else self.chat.model
+        placeholder = Message(0, self.chat.id, "assistant", "", "streaming", {"model": author})
+        self._answer_view = MessageView(placeholder, author, live=True)
         box = self.messages_box
         await box.mount(self._answer_view)
         box.anchor()

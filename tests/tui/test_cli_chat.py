@@ -1,0 +1,37 @@
+"""`edgellm chat` refuses bad input in one line before the screen opens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgellm.cli import build_parser, main
+
+
+def test_chat_is_a_verb_with_an_optional_model() -> None:
+    args = build_parser().parse_args(["chat"])
+    assert args.verb == "chat" and args.model is None
+    assert build_parser().parse_args(["chat", "default", "--ctx", "1024"]).ctx == 1024
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["chat", "/nonexistent/model.gguf"], "/nonexistent/model.gguf: no such file"),
+        (["chat", "nosuchmodel"], "unknown model 'nosuchmodel'"),
+    ],
+)
+def test_bad_model_is_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_bad_database_is_one_line_and_left_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "chats.db"
+    db.write_text("not a database")
+    assert main(["chat", "--db", str(db)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{db}: not a usable chat database" in err and "move it away" in err
+    assert db.read_text() == "not a database"
