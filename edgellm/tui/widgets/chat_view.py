@@ -295,8 +295,11 @@ class ChatView(Vertical):
                 else:
                     self.store.save_progress(self._answer_row.id, content)
                 assert self._answer_view is not None
-                await self._answer_view.append(text)
-            self._live_status(answer)
+                with self.app.batch_update():  # one repaint for the text and the status line
+                    await self._answer_view.append(text)
+                    self._live_status(answer)
+            else:
+                self._live_status(answer)
             if done:
                 await self._finish(answer)
                 timer, self._timer = self._timer, None

@@ -71,6 +71,10 @@ class StatusBar(Static):
     def __init__(self, **kwargs: object) -> None:
         super().__init__("", markup=False, **kwargs)  # type: ignore[arg-type]
         self.status = Status()
+        self._shown = ""
 
     def refresh_status(self) -> None:
-        self.update(self.status.line())
+        line = self.status.line()
+        if line != self._shown:
+            self._shown = line
+            self.update(line, layout=False)  # one fixed line: repaint it, never re-lay-out the screen
