@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from edgellm import chat_templates, gguf_file
+from edgellm import chat_templates, gguf_file, store
 from edgellm.errors import EdgeLLMError
 from edgellm.resolve import resolve_model
 
@@ -33,8 +33,10 @@ def family_default(template: str | None) -> str:
 
 
 def model_template(model: str) -> str | None:
-    """The chat template in ``model``'s GGUF header, read without loading the model (None if unreadable)."""
+    """The template the Engine would use for ``model`` (its GGUF header's, else the one the store
+    recorded at pull time), read without loading the model; None if the file is unreadable."""
     try:
-        return gguf_file.inspect(resolve_model(model)).chat_template
+        path = resolve_model(model)
+        return gguf_file.inspect(path).chat_template or store.chat_template_for(path)
     except EdgeLLMError:
         return None
