@@ -43,7 +43,7 @@ class RowTransform:
     apply: Callable[[np.ndarray], np.ndarray]
 
 
-def unpermute_rope(n_head: int, head_dim: int) -> RowTransform:
+def unpermute_rope(head_dim: int) -> RowTransform:
     """HF stores llama's Q/K rows with each head's rotary halves interleaved differently from Meta's
     layout, which llama.cpp expects: within each head, row ``h*half + i`` goes to ``2*i + h``."""
 

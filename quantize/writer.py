@@ -7,9 +7,12 @@ arrays, so memory holds one block, never a tensor list or the model."""
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import gguf
 
@@ -72,29 +75,61 @@ def write_gguf(
     writer.write_ti_data_to_file()
     writer.close()
     align = writer.data_alignment
-    with open(path, "ab", buffering=0) as out:
-        _pad(out, align)
+    with open(path, "ab", buffering=0) as out, _BackgroundWriter(out) as background:
+        pos = out.tell()
+        background.put(bytes(-pos % align))
+        pos += -pos % align
         for plan in plans:
             written = 0
             for block in plan.blocks():
-                written += _write_all(out, block.data if block.flags.c_contiguous else block.tobytes())
+                data = memoryview(block if block.flags.c_contiguous else block.copy()).cast("B")
+                background.put(data)
+                written += len(data)
                 if progress is not None:
                     progress.update(block.size * plan.source_itemsize)
             if written != plan.nbytes:
                 raise OutputError(f"{path}: tensor {plan.name} came out as {written} bytes, expected {plan.nbytes}")
-            _pad(out, align)
+            pos += written
+            background.put(bytes(-pos % align))
+            pos += -pos % align
 
 
-def _write_all(out, data) -> int:  # noqa: ANN001 - a raw file and a buffer
-    view = memoryview(data).cast("B")
-    total = len(view)
-    while view:
-        n = out.write(view)
-        view = view[n:]
-    return total
+class _BackgroundWriter:
+    """Writes blocks on a second thread while the next ones are converted: write() releases the GIL
+    and often waits on the kernel's dirty-page throttling, time the conversion can use. At most
+    ``depth`` blocks wait, so memory stays a few blocks."""
 
+    def __init__(self, out: BinaryIO, depth: int = 2) -> None:
+        self.out = out
+        self.queue: queue.Queue[memoryview | bytes | None] = queue.Queue(maxsize=depth)
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="gguf-writer", daemon=True)
 
-def _pad(out, align: int) -> None:  # noqa: ANN001
-    pos = out.tell()
-    if pos % align:
-        out.write(bytes(align - pos % align))
+    def __enter__(self) -> _BackgroundWriter:
+        self.thread.start()
+        return self
+
+    def put(self, data: memoryview | bytes) -> None:
+        if self.failure is not None:
+            raise self._error()
+        if len(data):
+            self.queue.put(data)
+
+    def _run(self) -> None:
+        while (data := self.queue.get()) is not None:
+            if self.failure is None:
+                try:
+                    view = memoryview(data).cast("B")
+                    while view:
+                        view = view[self.out.write(view) :]
+                except BaseException as err:  # handed to the converting thread; keep draining
+                    self.failure = err
+
+    def __exit__(self, *exc: object) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.failure is not None and exc[0] is None:
+            raise self._error()
+
+    def _error(self) -> OutputError:
+        return OutputError(f"{self.out.name}: writing failed ({self.failure}); check the disk and try again")

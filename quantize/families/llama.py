@@ -106,11 +106,7 @@ class LlamaFamily(Family):
         """HF's Q/K rows → Meta's rotary layout (skipped for checkpoints already in it)."""
         if not ckpt.hf_rope_layout:
             return None
-        if kind == T.ATTN_Q:
-            return unpermute_rope(hp.n_head, hp.head_dim)
-        if kind == T.ATTN_K:
-            return unpermute_rope(hp.n_head_kv, hp.head_dim)
-        return None
+        return unpermute_rope(hp.head_dim) if kind in (T.ATTN_Q, T.ATTN_K) else None
 
     def chat_template(self, ckpt: Checkpoint, vocab: Vocab) -> str | None:
         return variant(ckpt, len(vocab.tokens)).chat_template

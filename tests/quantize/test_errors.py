@@ -188,3 +188,20 @@ convert({str(models("llama2-70b").folder)!r}, "f16", {str(out)!r}, progress=Fals
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists()
     assert [p.name.endswith(".partial") for p in tmp_path.iterdir()] == [True]
+
+
+def test_a_write_error_is_one_line_and_leaves_nothing(models, tmp_path) -> None:  # noqa: ANN001
+    """The disk filling up mid-way (here: a file-size limit, so write() fails with EFBIG)."""
+    out = tmp_path / "out"
+    script = f"""
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+from edgellm.cli import main
+sys.exit(main(["quantize", {str(models("llama2-70b").folder)!r}, "--type", "f16", "--outdir", {str(out)!r}]))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("edgellm: error: ") and "writing failed" in line and "File too large" in line
+    assert list(out.iterdir()) == []
