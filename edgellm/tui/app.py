@@ -73,4 +73,5 @@ class ChatApp(App[None]):
         for screen in self.screen_stack:
             if isinstance(screen, ChatScreen):
                 await screen.chat_view.stop_and_wait()
+                screen.chat_view.save_draft()
         self.exit()

@@ -175,6 +175,7 @@ class SessionStore:
 
     def delete_chat(self, chat_id: int) -> None:
         self._db.execute("DELETE FROM chats WHERE id = ?", (chat_id,))
+        self._db.execute("DELETE FROM prefs WHERE key = ?", (f"draft:{chat_id}",))
 
     # -- messages ------------------------------------------------------------------------------
     def messages(self, chat_id: int) -> list[Message]:

@@ -184,3 +184,29 @@ async def test_newline_keys_do_not_send(make_scripted_app) -> None:
         await pilot.press("enter")
         await wait_idle(pilot)
         assert scripted.asked[-1][-1] == {"role": "user", "content": "line\ntwo"}
+
+
+async def test_unsent_text_stays_with_its_chat(make_scripted_app, db_path) -> None:
+    app, _ = make_scripted_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await send(pilot, "First chat")
+        await wait_idle(pilot)
+        view = chat_view(app)
+        view.prompt.insert("half-typed 半句")
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert view.prompt.text == ""
+        sidebar = app.screen.query_one(ChatList)
+        sidebar.focus()
+        sidebar.index = [item.chat.title for item in sidebar.children].index("First chat")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert view.chat.title == "First chat" and view.prompt.text == "half-typed 半句"
+        view.prompt.insert(" more")
+        await app.action_quit()
+    store = SessionStore(db_path)
+    again = ChatApp(store, slot=app.slot, model="scripted")
+    async with again.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        assert chat_view(again).prompt.text == "half-typed 半句 more"
+    store.close()

@@ -192,6 +192,7 @@ class ChatScreen(Screen[None]):
             return
         await self.chat_view.stop_and_wait()
         self.app.store.delete_chat(chat.id)
+        self.chat_view.chat = None  # gone: nothing of it (its draft) is saved again
         remaining = self.app.store.chats()
         await self.chat_view.open(remaining[0] if remaining else self._new_chat_row(chat.model))
         await self.refresh_chats()

@@ -153,8 +153,12 @@ class ChatView(Vertical):
 
     # -- opening -------------------------------------------------------------------------------
     async def open(self, chat: Chat) -> None:
-        """Show ``chat`` (stopping an answer still being written elsewhere) and get its model ready."""
+        """Show ``chat`` (stopping an answer still being written elsewhere) and get its model ready;
+        the unsent text of the box stays with the chat it was typed in."""
+        if self.busy and self.chat is not None:
+            self.notify(f"Stopped the answer in “{self.chat.title}”; Ctrl+R there writes it again")
         await self.stop_and_wait()
+        self.save_draft()
         self.chat = chat
         self.editing = None
         self.rows = self.store.messages(chat.id)
@@ -163,9 +167,16 @@ class ChatView(Vertical):
         await box.mount_all([self._view_for(m) for m in self.rows])
         box.anchor()
         self.prompt.border_title = None
+        self.prompt.text = self.store.pref(f"draft:{chat.id}", "") or ""
+        self.prompt.move_cursor(self.prompt.document.end)
         self.store.touch(chat.id)
         self.show_model_status()
         self.preload()
+
+    def save_draft(self) -> None:
+        """Keep what was typed but not sent (not while editing a sent message)."""
+        if self.chat is not None and self.editing is None:
+            self.store.set_pref(f"draft:{self.chat.id}", self.prompt.text)
 
     def replace_chat(self, chat: Chat) -> None:
         """The same chat with new settings, model or title."""
