@@ -70,7 +70,10 @@ _GLYPHS = {
 }
 _FONT = {c: np.array([[ch == "#" for ch in row] for row in g.split("|")], dtype=bool) for c, g in _GLYPHS.items()}
 _SCALE = 2  # pixels per font dot
-_PALETTE = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75)]
+_PALETTE = [  # matplotlib's tab10: distinct for the ten or so types a report compares
+    (31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+]  # fmt: skip
 
 
 def text_mask(text: str, scale: int = _SCALE) -> np.ndarray:
