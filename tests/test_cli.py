@@ -102,3 +102,16 @@ def test_llama_cpp_is_silent_without_verbose() -> None:
     assert done.stderr == ""
     loud = edgellm("run", "default", "Say hi.", "--max-tokens", "4", "--verbose")
     assert "llama_model_loader" in loud.stderr, "--verbose shows llama.cpp's own log"
+
+
+def test_show_reports_where_layers_run() -> None:
+    from edgellm.placement import layer_split
+
+    assert layer_split(0, 30, True) == "100% CPU"
+    assert layer_split(12, 30, True) == "60%/40% CPU/GPU"
+    assert layer_split(-1, 30, True) == layer_split(99, 30, True) == "100% GPU"
+    assert layer_split(30, 30, False) == "100% CPU", "a CPU-only build offloads nothing"
+    info = json.loads(edgellm("show", "default", "--gpu-layers", "12", "--json").stdout)
+    assert info["gpu_layers"] == 12 and info["processor"] == "100% CPU"  # CI has no GPU build
+    bad = edgellm("show", "default", "--gpu-layers", "many")
+    assert bad.returncode == 1 and "--gpu-layers takes" in bad.stderr and "Traceback" not in bad.stderr

@@ -52,7 +52,11 @@ def gpu_layers(value: str, model: Path | None = None, n_ctx: int | None = None) 
         from edgellm.planner import auto_gpu_layers
 
         return auto_gpu_layers(model, n_ctx) if model is not None else 0
-    return -1 if value in ("all", "-1") else int(value)
+    if value in ("all", "-1"):
+        return -1
+    if not value.isdigit():
+        raise EdgeLLMError(f"--gpu-layers takes a number of layers, `all` or `auto`, not {value!r}")
+    return int(value)
 
 
 def load_options(args: argparse.Namespace) -> LoadOptions:

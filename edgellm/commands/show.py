@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from edgellm.commands.options import gpu_layers
 from edgellm.gguf_file import GGUFInfo, inspect
+from edgellm.placement import layer_split
 from edgellm.resolve import resolve_model
 from edgellm.units import human_bytes, human_count
 
@@ -14,10 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="architecture, size, quantization and template of a model")
     p.add_argument("model", help="`default`, a model name or a path to a .gguf file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--gpu-layers", default="0", metavar="N",
+                   help="show where the layers would run with N offloaded (N, all or auto)")
     p.set_defaults(handler=run)
 
 
-def describe(info: GGUFInfo) -> list[tuple[str, str]]:
+def describe(info: GGUFInfo, processor: str) -> list[tuple[str, str]]:
     return [
         ("name", info.name),
         ("architecture", info.architecture),
@@ -29,16 +33,23 @@ def describe(info: GGUFInfo) -> list[tuple[str, str]]:
         ("heads", f"{info.head_count} (kv {info.head_count_kv})"),
         ("embedding", str(info.embedding_length)),
         ("vocabulary", str(info.vocab_size)),
+        ("processor", processor),
         ("path", str(info.path)),
     ]
 
 
 def run(args: argparse.Namespace) -> int:
-    info = inspect(resolve_model(args.model))
+    import llama_cpp
+
+    path = resolve_model(args.model)
+    info = inspect(path)
+    layers = gpu_layers(args.gpu_layers, path)
+    processor = layer_split(layers, info.block_count, bool(llama_cpp.llama_supports_gpu_offload()))
     if args.json:
-        print(json.dumps(info.to_json(), ensure_ascii=False, indent=2))
+        print(json.dumps({**info.to_json(), "gpu_layers": layers, "processor": processor}, ensure_ascii=False,
+                         indent=2))
         return 0
-    for key, value in describe(info):
+    for key, value in describe(info, processor):
         print(f"  {key:<16}{value}")
     print("  chat template")
     for line in (info.chat_template or "(none: ChatML is used)").splitlines() or [""]:
