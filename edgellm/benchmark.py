@@ -18,11 +18,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import llama_cpp
 import numpy as np
 
 from edgellm.engine import Engine, LoadOptions, SamplingParams
 from edgellm.errors import EdgeLLMError
-from edgellm.evaluate import bos_token
+from edgellm.evaluate import bos_token, load_text
 from edgellm.units import human_count
 
 N_BATCH = 512
@@ -142,8 +143,6 @@ def peak_rss() -> int:
 
 
 def _backend() -> str:
-    import llama_cpp
-
     return "GPU" if llama_cpp.llama_supports_gpu_offload() else "CPU"
 
 
@@ -156,9 +155,7 @@ def _random_tokens(rng: np.random.Generator, n: int, n_vocab: int, bos: int | No
 
 def _ttft_prompt(engine: Engine, n_prompt: int) -> list[dict[str, str]]:
     """A user message from the bundled English text whose chat prompt is about n_prompt tokens."""
-    from importlib import resources
-
-    text = (resources.files("edgellm") / "data" / "eval_en.txt").read_text(encoding="utf-8")
+    _, text = load_text("bundled:en")
     overhead = len(engine.prompt_tokens([{"role": "user", "content": ""}]))
     words = engine.tokenize(text, add_special=False, parse_special=False)[: max(n_prompt - overhead, 1)]
     return [{"role": "user", "content": engine.detokenize(words)}]
