@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,10 @@ def measure(cmd: list[str]) -> tuple[float, int]:
             raise RuntimeError(f"{cmd[:3]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
         wall, kb = stats.read().split()[-2:]
     return float(wall), int(kb) * 1024
+
+
+def median(runs: list[tuple[float, int]]) -> float:
+    return statistics.median(w for w, _ in runs)
 
 
 def load() -> str:
@@ -130,7 +135,8 @@ def report(size: int, runs: dict, f16_size: int, quant_rows: list, args: argpars
         lines.append(f"| {tool} | {t:.2f} | {size / gb / t:.3f} | {m / mb:.0f} | {walls} |")
     lines += [
         "",
-        f"edgellm: **{t_l / t_e:.1f}x** the throughput of llama.cpp's convert_hf_to_gguf.py at "
+        f"edgellm: **{t_l / t_e:.1f}x** the throughput of llama.cpp's convert_hf_to_gguf.py (best runs; "
+        f"{median(runs['convert_hf_to_gguf.py']) / median(runs['edgellm']):.1f}x by median) at "
         f"**{m_e / m_l:.2f}x** its peak RSS (target: >= 3x at < 0.4x).",
         "",
         f"Quantization of that {f16_size / gb:.2f} GB f16 GGUF by llama.cpp's quantizer, {args.threads} threads: "
