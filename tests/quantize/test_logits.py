@@ -38,3 +38,28 @@ def test_f32_logits_match_transformers(models, reference, name: str) -> None:  #
 def test_f16_logits_close_to_transformers(models, reference, name: str) -> None:  # noqa: ANN001
     ids, ref = reference(name)
     assert nmse(gguf_logits(models(name).gguf("f16"), ids), ref) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "mistake",
+    ["rope_theta 1% off", "rms_eps 10x off", "Q/K rows not un-permuted"],
+)
+def test_the_logits_check_sees_small_mistakes(models, reference, tmp_path, monkeypatch, mistake: str) -> None:  # noqa: ANN001
+    """The NMSE < 1e-9 bar has teeth: each mistake, made on purpose, fails it."""
+    import dataclasses
+
+    from quantize import run
+    from quantize.families.llama import LlamaFamily
+
+    real = LlamaFamily.hparams
+    if mistake == "Q/K rows not un-permuted":
+        monkeypatch.setattr(LlamaFamily, "transform_for", lambda self, kind, hp, ckpt: None)
+    else:
+        field, factor = ("rope_theta", 1.01) if "rope" in mistake else ("rms_eps", 10.0)
+        monkeypatch.setattr(
+            LlamaFamily, "hparams", lambda self, ckpt: dataclasses.replace(
+                real(self, ckpt), **{field: getattr(real(self, ckpt), field) * factor})
+        )  # fmt: skip
+    ids, ref = reference("llama2-chat")
+    (out,) = run(models("llama2-chat").folder, "f32", outdir=tmp_path, progress=False)
+    assert nmse(gguf_logits(out.path, ids), ref) > 1e-9
