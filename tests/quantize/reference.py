@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import llama_cpp
@@ -60,8 +61,10 @@ def gguf_tokenize(path: Path, text: str, *, add_special: bool = True) -> list[in
         llama_cpp.llama_model_free(model)
 
 
+@functools.cache
 def gguf_fields(path: Path) -> dict[str, object]:
-    """Every metadata key of a GGUF with its value (strings decoded, arrays as lists)."""
+    """Every metadata key of a GGUF with its value (strings decoded, arrays as lists); cached, as
+    each test's files are written once."""
     import gguf
 
     reader = gguf.GGUFReader(path)

@@ -89,6 +89,7 @@ def test_alpaca_pad_token_comes_from_added_tokens_json(models) -> None:  # noqa:
         ),
         ("chinese-llama-64k", chat_templates.llama2()),
     ],
+    ids=["own", "llama2", "alpaca", "chinese-alpaca-2", "chinese-llama-2"],
 )
 def test_chat_template(models, name: str, template: str) -> None:  # noqa: ANN001
     assert gguf_fields(models(name).gguf("f16"))["tokenizer.chat_template"] == template
