@@ -58,6 +58,17 @@ def models(tmp_path_factory: pytest.TempPathFactory, spm_llama: bytes, spm_chine
     return get
 
 
+BIG_HIDDEN, BIG_VOCAB = 1024, 32000
+
+
+@pytest.fixture(scope="session")
+def big_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """A 340 MB bf16 Llama checkpoint made without torch (for memory and interruption tests)."""
+    folder = tmp_path_factory.mktemp("big") / "Llama-2-340M-hf"
+    size = B.write_synthetic(folder, hidden=BIG_HIDDEN, ff=2816, layers=8, heads=16, kv_heads=16, vocab=BIG_VOCAB)
+    return folder, size
+
+
 def _llama2_chat(spm: bytes, _: bytes):  # noqa: ANN202
     """Llama-2-7b-chat-hf: multi-head attention, bf16 sharded safetensors, template in tokenizer_config."""
     tc = {

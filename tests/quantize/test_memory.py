@@ -9,14 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from .builders import write_synthetic
+from .conftest import BIG_HIDDEN, BIG_VOCAB
 
-HIDDEN, VOCAB = 1024, 32000
-LARGEST = VOCAB * HIDDEN * 2  # token_embd / output in bf16
+LARGEST = BIG_VOCAB * BIG_HIDDEN * 2  # token_embd / output in bf16
 
 CHILD = """
 import resource, sys
@@ -32,13 +30,6 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 def _peak_rss(*args: str) -> int:
     proc = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, check=True)
     return int(proc.stdout.split()[-1])
-
-
-@pytest.fixture(scope="module")
-def big_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    folder = tmp_path_factory.mktemp("big") / "Llama-2-340M-hf"
-    size = write_synthetic(folder, hidden=HIDDEN, ff=2816, layers=8, heads=16, kv_heads=16, vocab=VOCAB)
-    return folder, size
 
 
 @pytest.mark.parametrize("outtype", ["f16", "f32"])
