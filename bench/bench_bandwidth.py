@@ -141,13 +141,16 @@ def main(models: list[Path]) -> None:
         "`tests/quantize/builders.write_synthetic` and converted by edgellm's pipeline (its weights are a",
         "repeated pattern: speed does not depend on the values).",
         "",
-        f"Reading: with {threads} threads generation reaches at most {top:.0f} % of the bandwidth limit, so "
+        f"Reading: with {threads} threads generation reaches at most {top:.0f} % of the bandwidth limit: "
         + (
-            "it is bound by compute here (dequantizing and multiplying every weight on shared cores), not by memory: "
+            "it is bound by compute here (dequantizing and multiplying every weight on shared cores), not by memory; "
             "more cores would raise tokens/s towards the 'bandwidth limit' column."
             if top < 50
-            else "memory bounds it: a smaller quantization type is the way to more tokens/s."
-        ),
+            else "most of each token's time is memory traffic, so fewer bytes per token (a smaller quantization "
+            "type) is the surest way to more tokens/s."
+        )
+        + " Small models lose more to fixed per-token work (graph building, thread hand-offs), which does not "
+        "shrink with the weights.",
     ]
     lines.insert(4, f"Load average {load_before} at the start, {load()} at the end.")
     print("\n".join(lines))
