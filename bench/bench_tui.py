@@ -153,8 +153,10 @@ def main() -> None:
             print(f"repeat {i + 1}: run {run_tps[-1]:.1f} tok/s, chat {tui_tps[-1]:.1f} tok/s", flush=True)
     run_median, tui_median = statistics.median(run_tps), statistics.median(tui_tps)
     ratio = tui_median / run_median
+    # each pair ran back to back: its ratio is the least disturbed by load that comes and goes
+    pair_ratio = statistics.median(t / r for t, r in zip(tui_tps, run_tps, strict=True))
     tokens = ", ".join(f"{who} {n}" for who, n in sorted(counts))
-    verdict = "meets" if ratio >= 0.95 else "MISSES"
+    verdict = "meets" if min(ratio, pair_ratio) >= 0.95 else "MISSES"
     cores = psutil.cpu_count() or 1
     load = max(load_before, os.getloadavg()[0])
     busy = (
@@ -176,7 +178,8 @@ the TUI runs in a {TERMINAL[0]}x{TERMINAL[1]} pseudo-terminal and re-renders the
 | `edgellm run` (headless) | {run_median:.1f} | {", ".join(f"{x:.1f}" for x in run_tps)} |
 | `edgellm chat` (TUI) | {tui_median:.1f} | {", ".join(f"{x:.1f}" for x in tui_tps)} |
 
-TUI / headless: **{ratio:.3f}x** ({verdict} the 0.95x goal). While answering, the TUI's event loop
+TUI / headless: **{ratio:.3f}x** (ratio of the medians); median of the back-to-back pairs' ratios
+**{pair_ratio:.3f}x** ({verdict} the 0.95x goal). While answering, the TUI's event loop
 (Markdown rendering, status bar, saving to SQLite) used a median {statistics.median(loop_shares):.1%} of one core
 ({", ".join(f"{x:.1%}" for x in loop_shares)}).
 {busy}"""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -27,6 +28,7 @@ from edgellm.tui.widgets.prompt import PromptInput
 from edgellm.tui.widgets.status_bar import StatusBar, layer_split
 
 FLUSH_SECONDS = 0.1  # repaint (and save) a streaming answer at most 10 times a second
+STATUS_LIVE_SECONDS = 0.5  # the live speed in the status bar, at most twice a second
 TITLE_LENGTH = 48
 NEW_CHAT_TITLE = "New chat"
 
@@ -86,6 +88,7 @@ class ChatView(Vertical):
         self._answer_view: MessageView | None = None
         self._timer: Timer | None = None
         self._flushing = False
+        self._status_at = 0.0
 
     def compose(self) -> ComposeResult:
         yield VerticalScroll(id="messages")
@@ -320,12 +323,19 @@ class ChatView(Vertical):
             self._flushing = False
 
     def _live_status(self, answer: Answer) -> None:
+        """What the answer is doing; its speed so far at most twice a second (each repaint of the
+        bar costs the model CPU time on a small machine)."""
         bar = self.status_bar
         if bar is None:
             return
         if answer.engine is not None and not bar.status.context_size:
             self.show_model_status()
+        activity_changed = bar.status.activity != answer.activity
         bar.status.activity = answer.activity
+        now = time.monotonic()
+        if not activity_changed and now - self._status_at < STATUS_LIVE_SECONDS:
+            return
+        self._status_at = now
         if answer.pieces:
             bar.status.generation_tps = answer.live_tps
             bar.status.ttft_seconds = answer.first_piece_at - answer.started_at
