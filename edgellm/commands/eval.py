@@ -62,28 +62,26 @@ def chunk_progress(out: TextIO | None = None) -> OnChunk:
 
 
 def report_lines(r: EvalResult) -> list[str]:
-    """llama-perplexity's summary, in its wording."""
-    lines = [
-        f"model           {r.model} ({r.file_type})",
-        f"text            {r.text}: {r.chunks} chunks of {r.n_ctx} tokens, {r.positions} positions scored",
-        f"PPL             {r.ppl.value:.4f} ± {r.ppl.error:.4f}",
+    """llama-perplexity's summary, in its wording, as aligned `label  value` lines."""
+    rows = [
+        ("model", f"{r.model} ({r.file_type})"),
+        ("text", f"{r.text}: {r.chunks} chunks of {r.n_ctx} tokens, {r.positions} positions scored"),
+        ("PPL", f"{r.ppl.value:.4f} ± {r.ppl.error:.4f}"),
     ]
-    if r.ppl_ref is None or r.ppl_ratio is None or r.kld is None or r.same_top is None or r.rms_dp is None:
-        return lines
-    delta = r.delta_ppl_percent
-    lines[1:1] = [f"reference       {r.reference} ({r.reference_file_type})"]
-    lines += [
-        f"PPL(ref)        {r.ppl_ref.value:.4f} ± {r.ppl_ref.error:.4f}",
-        f"ln(PPL/PPL(ref)) {r.ln_ppl_ratio}",
-        f"PPL/PPL(ref)    {r.ppl_ratio.value:.6f} ± {r.ppl_ratio.error:.6f}"
-        + (f"  ({delta.value:+.3f} ± {delta.error:.3f} %)" if delta else ""),
-        f"Mean KLD        {r.kld}",
-        *(f"{name + '%':<7} KLD     {value:.6f}" for name, value in r.kld_percentiles.items()),
-        f"Maximum KLD     {r.kld_max:.6f}",
-        f"RMS Δp          {100 * r.rms_dp.value:.3f} ± {100 * r.rms_dp.error:.3f} %",
-        f"Same top p      {100 * r.same_top.value:.3f} ± {100 * r.same_top.error:.3f} %",
-    ]
-    return lines
+    if r.ppl_ref and r.ln_ppl_ratio and r.ppl_ratio and r.kld and r.same_top and r.rms_dp:
+        delta = r.delta_ppl_percent
+        rows[1:1] = [("reference", f"{r.reference} ({r.reference_file_type})")]
+        rows += [
+            ("PPL(ref)", f"{r.ppl_ref.value:.4f} ± {r.ppl_ref.error:.4f}"),
+            ("ln(PPL/PPL(ref))", str(r.ln_ppl_ratio)),
+            ("PPL/PPL(ref)", f"{r.ppl_ratio} ({delta.value:+.3f} ± {delta.error:.3f} %)" if delta else ""),
+            ("Mean KLD", str(r.kld)),
+            ("Maximum KLD", f"{r.kld_max:.6f}"),
+            *((f"{name + '%':<6} KLD", f"{value:.6f}") for name, value in r.kld_percentiles.items()),
+            ("RMS Δp", f"{100 * r.rms_dp.value:.3f} ± {100 * r.rms_dp.error:.3f} %"),
+            ("Same top p", f"{100 * r.same_top.value:.3f} ± {100 * r.same_top.error:.3f} %"),
+        ]
+    return [f"{label:<18}{value}" for label, value in rows]
 
 
 def run(args: argparse.Namespace) -> int:
