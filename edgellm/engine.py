@@ -310,7 +310,7 @@ class Engine:
     def _decode(self, tokens: list[int]) -> bool:
         """Evaluate ``tokens`` after the cached ones; False if cancelled (cache rolled back)."""
         start = len(self._cached)
-        step = self.options.n_batch
+        step = llama_cpp.llama_n_batch(self._ctx)  # llama.cpp caps n_batch at n_ctx
         for i in range(0, len(tokens), step):
             chunk = tokens[i : i + step]
             arr = (llama_cpp.llama_token * len(chunk))(*chunk)

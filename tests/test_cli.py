@@ -115,3 +115,13 @@ def test_show_reports_where_layers_run() -> None:
     assert info["gpu_layers"] == 12 and info["processor"] == "100% CPU"  # CI has no GPU build
     bad = edgellm("show", "default", "--gpu-layers", "many")
     assert bad.returncode == 1 and "--gpu-layers takes" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_small_context_never_aborts() -> None:
+    """llama.cpp caps its batch at a small context: a prompt longer than that batch is fed in
+    pieces (an over-long batch is a GGML_ASSERT abort), and one longer than the context is a
+    one-line error."""
+    fits = edgellm("run", "default", "word " * 200, "--ctx", "24", "--max-tokens", "4")
+    assert fits.returncode == 0, fits.stderr
+    too_long = edgellm("run", "default", "word " * 400, "--ctx", "24", "--max-tokens", "4")
+    assert too_long.returncode == 1 and "raise --ctx" in too_long.stderr and too_long.stderr.count("\n") == 1
