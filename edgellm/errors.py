@@ -26,3 +26,7 @@ class ContextOverflow(EdgeLLMError):
 
 class Cancelled(EdgeLLMError):
     """Generation was stopped on request."""
+
+
+class BadOption(EdgeLLMError, ValueError):
+    """A command-line value that makes no sense; a ValueError too, so argparse types report it."""

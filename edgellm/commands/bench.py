@@ -17,19 +17,28 @@ from edgellm.gguf_file import inspect
 from edgellm.resolve import resolve_model
 
 
-def int_list(minimum: int, allow_all: bool = False):  # noqa: ANN201 (an argparse type)
-    """An argparse type for comma lists such as `1,2,4` (and `all` for GPU layers)."""
+def int_list(minimum: int):  # noqa: ANN201 (an argparse type)
+    """An argparse type for comma lists such as `1,2,4`."""
 
     def parse(text: str) -> list[int]:
         try:
-            values = [gpu_layers(v.strip()) if allow_all else int(v) for v in text.split(",")]
+            values = [int(v) for v in text.split(",")]
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers") from None
-        if any(v < minimum and not (allow_all and v == -1) for v in values):
+        if any(v < minimum for v in values):
             raise argparse.ArgumentTypeError(f"'{text}': values must be at least {minimum}")
         return values
 
     return parse
+
+
+def layer_list(text: str) -> list[str]:
+    """`--gpu-layers 0,16,all,auto`: checked now, turned into numbers once the model is known."""
+    values = [v.strip() for v in text.split(",")]
+    for v in values:
+        if v != "auto":
+            gpu_layers(v)  # raises BadOption (a ValueError: argparse reports it as a usage error)
+    return values
 
 
 def positive_int(text: str) -> int:
@@ -51,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="`default`, a model name or a path to a .gguf file")
     p.add_argument("--threads", type=int_list(1), default=None, metavar="LIST", help="e.g. 1,2,4 (default: cores)")
     p.add_argument(
-        "--gpu-layers", type=int_list(0, allow_all=True), default=[0], metavar="LIST", help="e.g. 0,16,all (default 0)"
+        "--gpu-layers", type=layer_list, default=["0"], metavar="LIST", help="e.g. 0,16,all,auto (default 0)"
     )
     p.add_argument("-p", "--n-prompt", type=positive_int, default=512, metavar="N", help="prompt tokens (default 512)")
     p.add_argument("-n", "--n-gen", type=positive_int, default=128, metavar="N", help="generated tokens (default 128)")
@@ -65,9 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     model = inspect(resolve_model(args.model)).path  # a bad file fails here, before any worker starts
     threads = args.threads or [default_threads()]
+    layers = [gpu_layers(v, model, args.n_prompt + args.n_gen) for v in args.gpu_layers]
     settings = [
         Setting(threads=t, gpu_layers=g, n_prompt=args.n_prompt, n_gen=args.n_gen, reps=args.repetitions)
-        for t, g in itertools.product(threads, args.gpu_layers)
+        for t, g in itertools.product(threads, layers)
     ]
     if any(s.gpu_layers for s in settings) and not llama_cpp.llama_supports_gpu_offload():
         print("note: this llama.cpp build has no GPU backend; --gpu-layers changes nothing", file=sys.stderr)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from edgellm.engine import LoadOptions, SamplingParams
-from edgellm.errors import BadModelFile, EdgeLLMError
+from edgellm.errors import BadModelFile, BadOption, EdgeLLMError
 from edgellm.resolve import resolve_model
 
 
@@ -55,7 +55,7 @@ def gpu_layers(value: str, model: Path | None = None, n_ctx: int | None = None) 
     if value in ("all", "-1"):
         return -1
     if not value.isdigit():
-        raise EdgeLLMError(f"--gpu-layers takes a number of layers, `all` or `auto`, not {value!r}")
+        raise BadOption(f"--gpu-layers takes a number of layers, `all` or `auto`, not {value!r}")
     return int(value)
 
 
