@@ -160,8 +160,8 @@ def main() -> None:
     cores = psutil.cpu_count() or 1
     load = max(load_before, os.getloadavg()[0])
     busy = (
-        f"\n**The machine was busy** (load average {load:.1f} on {cores} cores, from other programs): both speeds are "
-        "far below this machine's idle speed and the ratio is mostly noise; rerun on an idle machine.\n"
+        f"\nOther programs shared the CPU (load average {load:.1f} on {cores} cores at the start or the end): "
+        "a repeat far below the others was slowed by them, which is why the pairs' ratio is reported too.\n"
         if load > cores
         else ""
     )
