@@ -10,7 +10,7 @@ setup-test:
 	@scripts/setup.sh --test
 
 chat: setup
-	@$(VENV)/bin/edgellm run default
+	@$(VENV)/bin/edgellm chat default
 
 test: setup-test
 	$(PY) -m ruff check edgellm quantize tests bench

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import select
+import sys
 from collections.abc import Callable, Iterable
 from functools import partial
 
@@ -58,6 +60,17 @@ class ChatApp(App[None]):
 
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, lambda theme: self.store.set_pref("theme", theme.name))
+        if not self.is_headless and hasattr(select, "poll"):
+            self.set_interval(1.0, self._quit_if_terminal_gone)
+
+    async def _quit_if_terminal_gone(self) -> None:
+        """A terminal can vanish without a SIGHUP reaching us (the app was not its session leader):
+        stdin then reads EOF forever and Textual's input thread spins at 100% CPU. Quit instead,
+        keeping the answer in progress."""
+        poller = select.poll()
+        poller.register(sys.__stdin__.fileno(), select.POLLIN)
+        if any(mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, mask in poller.poll(0)):
+            await self.action_quit()
 
     def toggle_dark(self) -> None:
         self.theme = THEMES[1] if self.current_theme.dark else THEMES[0]
