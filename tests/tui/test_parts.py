@@ -8,11 +8,12 @@ import pytest
 
 from edgellm import chat_templates
 from edgellm.gguf_file import inspect
+from edgellm.placement import layer_split
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.system_prompt import family_default, model_template
 from edgellm.tui.widgets.chat_view import title_from
 from edgellm.tui.widgets.message import code_blocks
-from edgellm.tui.widgets.status_bar import Status, layer_split
+from edgellm.tui.widgets.status_bar import Status
 
 SYSTEM = "You are a helpful assistant. 你是一个乐于助人的助手。"
 

@@ -19,13 +19,14 @@ from textual.widget import Widget
 
 from edgellm.engine import LoadOptions
 from edgellm.errors import EdgeLLMError
+from edgellm.placement import layer_split
 from edgellm.tui.answer import Answer, produce
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.engines import ChatEngine, EngineSlot
 from edgellm.tui.sessions import Chat, Message, SessionStore
 from edgellm.tui.widgets.message import MessageView, NoticeView
 from edgellm.tui.widgets.prompt import PromptInput
-from edgellm.tui.widgets.status_bar import StatusBar, layer_split
+from edgellm.tui.widgets.status_bar import StatusBar
 
 FLUSH_SECONDS = 0.1  # repaint (and save) a streaming answer at most 10 times a second
 STATUS_LIVE_SECONDS = 0.5  # the live speed in the status bar, at most twice a second
