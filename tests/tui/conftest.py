@@ -93,8 +93,12 @@ async def wait_idle(pilot: Pilot, timeout: float = 120.0) -> None:
 
 
 async def send(pilot: Pilot, text: str) -> None:
-    """Type ``text`` in the message box and press Enter."""
+    """Type ``text`` in the message box and press Enter (once the screen has opened its chat)."""
     view = chat_view(pilot.app)
+    for _ in range(200):
+        if view.chat is not None:
+            break
+        await pilot.pause(0.05)
     view.prompt.focus()
     view.prompt.insert(text)
     await pilot.press("enter")

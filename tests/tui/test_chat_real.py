@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from edgellm.engine import Engine
@@ -11,6 +13,7 @@ from edgellm.tui.widgets.status_bar import StatusBar
 from tests.tui.conftest import GREEDY, chat_view, send, wait_idle
 
 pytestmark = pytest.mark.anyio
+ESSAY = "Write a very long essay about the history of Rome."
 
 
 def rows(app) -> list[tuple[str, str, str]]:  # noqa: ANN001
@@ -19,10 +22,12 @@ def rows(app) -> list[tuple[str, str, str]]:  # noqa: ANN001
 
 
 async def test_send_streams_what_the_engine_says_and_saves_it(make_real_app, engine: Engine) -> None:
-    app = make_real_app()
+    # long enough (about a second) that the 10 Hz screen updates show partial answers
+    settings = dataclasses.replace(GREEDY, max_tokens=160)
+    app = make_real_app(settings)
     async with app.run_test(size=(100, 30)) as pilot:
         view = chat_view(app)
-        await send(pilot, "Name three colours.")
+        await send(pilot, ESSAY)
         seen: list[str] = []
         while view.busy:
             if view._answer_view is not None and view._answer_view.content not in seen[-1:]:
@@ -33,7 +38,7 @@ async def test_send_streams_what_the_engine_says_and_saves_it(make_real_app, eng
         saved = rows(app)
         assert [r[0] for r in saved] == ["user", "assistant"]
         answer = saved[1][1]
-        expected = engine.chat([{"role": "user", "content": "Name three colours."}], GREEDY.sampling()).result()
+        expected = engine.chat([{"role": "user", "content": ESSAY}], settings.sampling()).result()
         assert answer == expected  # the screen and the database hold exactly what the engine wrote
         assert saved[1][2] == "done"
         partials = [s for s in seen if s]
@@ -44,7 +49,8 @@ async def test_send_streams_what_the_engine_says_and_saves_it(make_real_app, eng
         assert status.generation_tps > 0 and status.prompt_tps > 0 and status.ttft_seconds > 0
         assert status.context_size == engine.n_ctx and 0 < status.context_used <= engine.n_ctx
         assert status.split == "100% CPU" and status.rss_bytes > 50_000_000
-        assert "Name three colours." in app.screen.query_one("#chats").children[0].chat.title
+        title = app.screen.query_one("#chats").children[0].chat.title
+        assert title.endswith("…") and ESSAY.startswith(title.removesuffix("…"))  # named after the first message
 
 
 async def test_escape_stops_the_answer_and_keeps_what_was_written(make_real_app) -> None:
