@@ -21,18 +21,22 @@ def rows(app) -> list[tuple[str, str, str]]:  # noqa: ANN001
     return [(m.role, m.content, m.state) for m in app.store.messages(view.chat.id)]
 
 
-async def test_send_streams_what_the_engine_says_and_saves_it(make_real_app, engine: Engine) -> None:
+async def test_send_streams_what_the_engine_says_and_saves_it(make_real_app, engine: Engine,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # long enough (about a second) that the 10 Hz screen updates show partial answers
     settings = dataclasses.replace(GREEDY, max_tokens=160)
+    seen: list[str] = []  # what the answer's view showed after each streaming update
+    append = MessageView.append
+
+    async def recording_append(self: MessageView, text: str) -> None:
+        await append(self, text)
+        seen.append(self.content)
+
+    monkeypatch.setattr(MessageView, "append", recording_append)
     app = make_real_app(settings)
     async with app.run_test(size=(100, 30)) as pilot:
         view = chat_view(app)
         await send(pilot, ESSAY)
-        seen: list[str] = []
-        while view.busy:
-            if view._answer_view is not None and view._answer_view.content not in seen[-1:]:
-                seen.append(view._answer_view.content)
-            await pilot.pause(0.02)
         await wait_idle(pilot)
 
         saved = rows(app)
@@ -41,8 +45,8 @@ async def test_send_streams_what_the_engine_says_and_saves_it(make_real_app, eng
         expected = engine.chat([{"role": "user", "content": ESSAY}], settings.sampling()).result()
         assert answer == expected  # the screen and the database hold exactly what the engine wrote
         assert saved[1][2] == "done"
-        partials = [s for s in seen if s]
-        assert partials and all(answer.startswith(p) for p in partials)  # shown while streaming, in order
+        assert len(seen) > 2 and seen[-1] == answer  # shown in several updates while streaming...
+        assert all(answer.startswith(p) for p in seen) and seen == sorted(seen, key=len)  # ...growing, in order
         shown = view.query(MessageView).last()
         assert shown.content == answer and shown.query_one("Markdown").source == answer
         status = app.screen.query_one(StatusBar).status
