@@ -161,6 +161,17 @@ def _tokenizer_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def tokens_by_id(path: Path, vocab: dict[str, int]) -> list[str]:
+    """tokenizer.json's `model.vocab` (text -> id) as a list indexed by id; the ids must be 0..n-1."""
+    n = len(vocab)
+    tokens = [""] * n
+    for text, token_id in vocab.items():
+        if not (isinstance(token_id, int) and 0 <= token_id < n) or tokens[token_id]:
+            raise VocabMismatch(f"{path}: token ids are not 0..{n - 1}; re-download it")
+        tokens[token_id] = text
+    return tokens
+
+
 def _extend(
     tokens: list[str], scores: list[float], types: list[int], extra: dict[int, tuple[str, bool]], source: str
 ) -> None:
@@ -224,12 +235,8 @@ def load_llama_hf(folder: Path) -> Vocab | None:
     vocab = model.get("vocab")
     if model.get("type") != "BPE" or not model.get("byte_fallback") or not isinstance(vocab, dict):
         raise VocabMismatch(f"{path}: not a Llama (SentencePiece BPE with byte fallback) tokenizer")
-    n = len(vocab)
-    tokens = [""] * n
-    for text, token_id in vocab.items():
-        if not (isinstance(token_id, int) and 0 <= token_id < n) or tokens[token_id]:
-            raise VocabMismatch(f"{path}: token ids are not 0..{n - 1}; re-download it")
-        tokens[token_id] = text
+    tokens = tokens_by_id(path, vocab)
+    n = len(tokens)
     extra = added_tokens(folder)
     unk = special_token_names(folder).get("unk") or model.get("unk_token") or "<unk>"
     types = []

@@ -21,6 +21,7 @@ from quantize.vocab import (
     add_special_flags,
     added_tokens,
     chat_template,
+    tokens_by_id,
 )
 
 QWEN2_SPLIT = (
@@ -74,12 +75,8 @@ def load_byte_level_hf(folder: Path) -> Vocab | None:
     byte_level = (data.get("decoder") or {}).get("type") == "ByteLevel" and not model.get("byte_fallback")
     if model.get("type") != "BPE" or not byte_level or not isinstance(vocab, dict):
         raise VocabMismatch(f"{path}: not a GPT-2 byte-level BPE tokenizer (model BPE with a ByteLevel decoder)")
-    n = len(vocab)
-    tokens = [""] * n
-    for text, token_id in vocab.items():
-        if not (isinstance(token_id, int) and 0 <= token_id < n) or tokens[token_id]:
-            raise VocabMismatch(f"{path}: token ids are not 0..{n - 1}; re-download it")
-        tokens[token_id] = text
+    tokens = tokens_by_id(path, vocab)
+    n = len(tokens)
     extra = added_tokens(folder)
     added_type = {True: gguf.TokenType.CONTROL, False: gguf.TokenType.USER_DEFINED}
     types = [int(added_type[extra[i][1]] if i in extra else gguf.TokenType.NORMAL) for i in range(n)]
