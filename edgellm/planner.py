@@ -416,6 +416,46 @@ def fit_gpu_layers(
     return -1 if best > geom.layers else best
 
 
+@dataclass(frozen=True)
+class GpuFit:
+    """What `--gpu-layers auto` chose, and the numbers it chose from (shown by --verbose)."""
+
+    layers: int  # -1: all, output layer included
+    block_count: int
+    vram_needed: int  # the planner's estimate for ``layers``
+    vram_free: int
+    headroom: int
+
+    def describe(self) -> str:
+        if self.vram_free == 0 and self.headroom == 0:
+            return "--gpu-layers auto: 0 layers on the GPU (this llama.cpp build has no GPU offload)"
+        on_gpu = self.block_count if self.layers < 0 else self.layers
+        mib = 1 << 20
+        return (
+            f"--gpu-layers auto: {on_gpu} of {self.block_count} layers on the GPU "
+            f"(needs {self.vram_needed // mib} MiB of {self.vram_free // mib} MiB free VRAM, "
+            f"keeping {self.headroom // mib} MiB free)"
+        )
+
+
+def plan_gpu_layers(
+    path: str | os.PathLike[str],
+    ctx: int | None = None,
+    *,
+    flash_attn: bool | None = None,
+    machine: Machine | None = None,
+) -> GpuFit:
+    """`--gpu-layers auto` for a GGUF file (what run, chat and bench call)."""
+    machine = machine or probe()
+    geom, weights, est = for_file(path, ctx)
+    if not machine.gpu_offload or not machine.gpus:
+        return GpuFit(0, geom.layers, 0, 0, 0)
+    layers = fit_gpu_layers(geom, weights, est.ctx, machine, flash_attn=flash_attn)
+    on_gpu = geom.layers + 1 if layers < 0 else layers
+    needed = estimate(geom, weights, est.ctx, gpu_layers=on_gpu, flash_attn=flash_attn).vram
+    return GpuFit(layers, geom.layers, needed, machine.vram_free, vram_headroom(machine))
+
+
 def auto_gpu_layers(
     path: str | os.PathLike[str],
     ctx: int | None = None,
@@ -423,9 +463,4 @@ def auto_gpu_layers(
     flash_attn: bool | None = None,
     machine: Machine | None = None,
 ) -> int:
-    """`--gpu-layers auto` for a GGUF file (what run, chat and bench call)."""
-    machine = machine or probe()
-    if not machine.gpu_offload or not machine.gpus:
-        return 0
-    geom, weights, est = for_file(path, ctx)
-    return fit_gpu_layers(geom, weights, est.ctx, machine, flash_attn=flash_attn)
+    return plan_gpu_layers(path, ctx, flash_attn=flash_attn, machine=machine).layers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from edgellm.engine import LoadOptions, SamplingParams
@@ -45,13 +46,19 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=None)
 
 
-def gpu_layers(value: str, model: Path | None = None, n_ctx: int | None = None) -> int:
+def gpu_layers(value: str, model: Path | None = None, n_ctx: int | None = None, *, verbose: bool = False) -> int:
     """`--gpu-layers N|all|-1|auto`: llama.cpp takes -1 for all layers; `auto` offloads as many as
-    free VRAM holds (edgellm.planner), 0 without a GPU build or a model to size."""
+    free VRAM holds (edgellm.planner), 0 without a GPU build or a model to size; ``verbose`` says
+    on stderr what `auto` chose from which numbers."""
     if value == "auto":
-        from edgellm.planner import auto_gpu_layers
+        from edgellm.planner import plan_gpu_layers
 
-        return auto_gpu_layers(model, n_ctx) if model is not None else 0
+        if model is None:
+            return 0
+        fit = plan_gpu_layers(model, n_ctx)
+        if verbose:
+            print(f"edgellm: {fit.describe()}", file=sys.stderr)
+        return fit.layers
     if value in ("all", "-1"):
         return -1
     if not value.isdigit():
@@ -65,7 +72,7 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
     options = LoadOptions(
         n_ctx=args.ctx,
         n_threads=args.threads,
-        n_gpu_layers=gpu_layers(args.gpu_layers, model, args.ctx),
+        n_gpu_layers=gpu_layers(args.gpu_layers, model, args.ctx, verbose=args.verbose),
         use_mmap=not args.no_mmap,
         flash_attn={"auto": None, "on": True, "off": False}[args.flash_attn],
         verbose=args.verbose,

@@ -16,6 +16,7 @@ from edgellm.errors import EdgeLLMError
 from edgellm.hardware import Gpu, Machine
 
 GIB = 1 << 30
+MIB = 1 << 20
 
 
 def laptop(ram_gib: float, vram_gib: float | None = None) -> Machine:
@@ -85,6 +86,20 @@ def test_auto_gpu_layers_fills_free_vram_and_leaves_headroom(default_model: Path
         assert planner.auto_gpu_layers(default_model, 4096, machine=machine) == layers
     half = planner.estimate(geom, weights, 4096, gpu_layers=geom.layers // 2)
     assert half.ram < est.ram and half.vram > 0  # offloaded layers leave RAM
+
+
+def test_auto_says_what_it_chose_from_which_numbers(default_model: Path) -> None:
+    geom, weights, _ = planner.for_file(default_model, 4096)
+    need = planner.estimate(geom, weights, 4096, gpu_layers=7).vram
+    headroom = int(0.1 * 8 * GIB)  # 10% of the card
+    machine = Machine(32 * GIB, 16 * GIB, True, (Gpu("GPU", 8 * GIB, need + headroom),))
+    fit = planner.plan_gpu_layers(default_model, 4096, machine=machine)
+    assert (fit.layers, fit.vram_needed, fit.vram_free, fit.headroom) == (7, need, need + headroom, headroom)
+    assert fit.describe() == (
+        f"--gpu-layers auto: 7 of {geom.layers} layers on the GPU "
+        f"(needs {need // MIB} MiB of {(need + headroom) // MIB} MiB free VRAM, keeping 819 MiB free)"
+    )
+    assert "no GPU offload" in planner.plan_gpu_layers(default_model, 4096, machine=laptop(16)).describe()
 
 
 def test_vram_shortage_is_refused(default_model: Path) -> None:
