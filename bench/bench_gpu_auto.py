@@ -27,14 +27,18 @@ from edgellm import backends
 from edgellm.hardware import probe
 from edgellm.planner import estimate, for_file, vram_headroom
 
-# Runs in the hog process: llama.cpp's CUDA build brings libcudart; find it and hold N bytes.
+# Runs in the hog process: llama.cpp's CUDA build brings libcudart; find it, make this process's
+# context, then take all but argv[1] bytes of what is free.
 HOG = r"""
 import ctypes, sys, llama_cpp
 llama_cpp.llama_backend_init()
 path = next(line.split()[-1] for line in open("/proc/self/maps") if "libcudart" in line)
 cudart = ctypes.CDLL(path)
+cudart.cudaFree(None)
+free, total = ctypes.c_size_t(), ctypes.c_size_t()
+cudart.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total))
 ptr = ctypes.c_void_p()
-rc = cudart.cudaMalloc(ctypes.byref(ptr), ctypes.c_size_t(int(sys.argv[1])))
+rc = cudart.cudaMalloc(ctypes.byref(ptr), ctypes.c_size_t(free.value - int(sys.argv[1])))
 print(rc, flush=True)
 sys.stdin.read()
 """
@@ -47,17 +51,17 @@ def gpu_free() -> int:
 
 
 class Hog:
-    """Holds ``size`` bytes of VRAM in another process for the duration of a ``with``."""
+    """Another process holding all the VRAM but ``leave`` bytes (None: holding nothing), for a ``with``."""
 
-    def __init__(self, size: int) -> None:
-        self.size, self.proc = size, None
+    def __init__(self, leave: int | None) -> None:
+        self.leave, self.proc = leave, None
 
     def __enter__(self) -> Hog:
-        if self.size > 0:
-            self.proc = subprocess.Popen([sys.executable, "-c", HOG, str(self.size)], stdin=subprocess.PIPE,
+        if self.leave is not None:
+            self.proc = subprocess.Popen([sys.executable, "-c", HOG, str(self.leave)], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, text=True)
             if self.proc.stdout.readline().strip() != "0":
-                raise SystemExit(f"could not take {self.size} bytes of VRAM")
+                raise SystemExit(f"could not take all but {self.leave} bytes of VRAM")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -99,7 +103,7 @@ def run_watching_vram(model: str) -> tuple[subprocess.CompletedProcess[str], int
 def scenario(name: str, model: str, leave_free: int | None, context: int) -> dict[str, object]:
     """Leave a new process ``leave_free`` bytes of VRAM (None: all there is), then let `auto` choose.
     ``context``: what a new process's CUDA context takes (free_seen_by_a_new_process's difference)."""
-    with Hog(0 if leave_free is None else gpu_free() - context - leave_free):
+    with Hog(None if leave_free is None else leave_free + context):
         shown = json.loads(edgellm("show", model, "--gpu-layers", "auto", "--json").stdout)
         result, lowest = run_watching_vram(model)
     chose, offloaded = CHOSE.search(result.stderr), OFFLOADED.search(result.stderr)
@@ -135,6 +139,10 @@ def measure(model: str) -> list[dict[str, object]]:
     return rows
 
 
+def _first(results: dict[str, object]) -> dict[str, object]:
+    return next(iter(results["models"].values()))[0]  # type: ignore[union-attr]
+
+
 def render(results: dict[str, object]) -> str:
     lines = [
         "## `--gpu-layers auto` on a real GPU",
@@ -143,8 +151,8 @@ def render(results: dict[str, object]) -> str:
         "held VRAM (cudaMalloc) so that `edgellm run --gpu-layers auto --verbose` saw only the free memory shown; "
         "*auto* and *planned* are what it said it chose and the planner's estimate for that; *llama.cpp* is "
         "llama.cpp's own log line; *used* = free when planning minus the lowest free memory while it ran "
-        "(polled every 20 ms); *processor* is `edgellm show --gpu-layers auto`. Headroom kept free: "
-        "max(512 MiB, 10% of the GPU).",
+        "(polled every 20 ms); *processor* is `edgellm show --gpu-layers auto`. The planner keeps "
+        f"{_first(results)['headroom'] / 2**20:,.0f} MiB free on this GPU (10% of it, at least 1 GiB).",
         "",
         "| model | scenario | VRAM free | auto (layers) | processor | llama.cpp | planned | used | exit | answer |",
         "|---|---|---|---|---|---|---|---|---|---|",

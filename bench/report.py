@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+NOTES = Path(__file__).resolve().parent / "notes"
 HEADER = "# Benchmarks\n\nWritten by the scripts in `bench/`; rerun a script to refresh its section.\n"
 
 
@@ -41,9 +42,13 @@ def machine() -> str:
 
 
 def write_section(name: str, markdown: str) -> None:
-    """Replace (or append) the section `name` of docs/benchmarks.md with `markdown`."""
+    """Replace (or append) the section `name` of docs/benchmarks.md with `markdown`, followed by
+    bench/notes/NAME.md where that exists (the hand-written reading of numbers measured elsewhere)."""
     DOC.parent.mkdir(parents=True, exist_ok=True)
     text = DOC.read_text() if DOC.exists() else HEADER
+    notes = NOTES / f"{name}.md"
+    if notes.exists():
+        markdown = markdown.rstrip() + "\n\n" + notes.read_text()
     block = f"<!-- bench:{name} -->\n{markdown.strip()}\n<!-- /bench:{name} -->"
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"

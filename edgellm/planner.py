@@ -49,7 +49,10 @@ F32 = 4
 UBATCH = 512
 RAM_HEADROOM = 512 << 20  # the OS, the Python runtime and llama.cpp's own bookkeeping
 VRAM_HEADROOM_FRACTION = 0.10  # driver, fragmentation, other programs' windows
-MIN_VRAM_HEADROOM = 512 << 20
+# and at least 1 GiB (llama.cpp's own --fit-target default): beyond the buffers estimated here, the
+# CUDA runtime of a process (cuBLAS, kernels loaded on first use, ggml's pool) took 480-560 MiB on an
+# H200 (bench/bench_gpu_auto.py).
+MIN_VRAM_HEADROOM = 1 << 30
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -134,6 +135,38 @@ async def test_sending_while_an_answer_is_written_is_refused(make_scripted_app) 
         await wait_idle(pilot)
         assert [c for r, c, _ in saved(app) if r == "user"] == ["one"]
         assert len(scripted.asked) == 1
+
+
+async def test_enter_pressed_before_the_first_chat_opens_sends_once_it_is_open(make_scripted_app, monkeypatch) -> None:
+    from edgellm.tui.screens.chat import ChatScreen
+
+    gate, mounted = asyncio.Event(), ChatScreen.on_mount
+
+    async def mount_when_let(self: ChatScreen) -> None:  # the first chat opens when the test says so
+        async def later() -> None:
+            await gate.wait()
+            await mounted(self)
+
+        self.run_worker(later())
+
+    monkeypatch.setattr(ChatScreen, "on_mount", mount_when_let)
+    app, scripted = make_scripted_app([Script(["Hi", " there"])])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        view = chat_view(app)
+        assert view.chat is None
+        view.prompt.focus()
+        view.prompt.insert("typed early")
+        await pilot.press("enter")
+        assert view.chat is None and view.prompt.text == "typed early"  # nothing to send it to yet
+        gate.set()
+        for _ in range(100):
+            if view.chat is not None:
+                break
+            await pilot.pause(0.05)
+        await wait_idle(pilot)
+        assert saved(app)[:2] == [("user", "typed early", "done"), ("assistant", "Hi there", "done")]
+        assert view.prompt.text == "" and len(scripted.asked) == 1
 
 
 def test_scripted_engine_matches_the_interface() -> None:

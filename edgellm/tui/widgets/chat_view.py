@@ -90,6 +90,7 @@ class ChatView(Vertical):
         self._timer: Timer | None = None
         self._flushing = False
         self._status_at = 0.0
+        self._send_when_open = False  # Enter was pressed before the first chat was open
 
     def compose(self) -> ComposeResult:
         yield VerticalScroll(id="messages")
@@ -163,6 +164,7 @@ class ChatView(Vertical):
             self.notify(f"Stopped the answer in “{self.chat.title}”; Ctrl+R there writes it again")
         await self.stop_and_wait()
         self.save_draft()
+        typed_before_open = self.prompt.text if self.chat is None else ""
         self.chat = chat
         self.editing = None
         self.rows = self.store.messages(chat.id)
@@ -171,11 +173,14 @@ class ChatView(Vertical):
         await box.mount_all([self._view_for(m) for m in self.rows])
         box.anchor()
         self.prompt.border_title = None
-        self.prompt.text = self.store.pref(f"draft:{chat.id}", "") or ""
+        self.prompt.text = typed_before_open or self.store.pref(f"draft:{chat.id}", "") or ""
         self.prompt.move_cursor(self.prompt.document.end)
         self.store.touch(chat.id)
         self.show_model_status()
         self.preload()
+        if self._send_when_open:
+            self._send_when_open = False
+            await self.send(self.prompt.text)
 
     def save_draft(self) -> None:
         """Keep what was typed but not sent (not while editing a sent message)."""
@@ -248,8 +253,12 @@ class ChatView(Vertical):
         await self.send(event.text)
 
     async def send(self, text: str) -> None:
-        """Save and show the user's message, then start the answer."""
-        if self.chat is None or not text.strip():
+        """Save and show the user's message, then start the answer (once a chat is open: Enter
+        pressed while the first one opens sends then)."""
+        if not text.strip():
+            return
+        if self.chat is None:
+            self._send_when_open = True
             return
         if self.busy:
             self.notify("An answer is being written: wait for it or press Esc to stop it", severity="warning")
