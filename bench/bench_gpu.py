@@ -11,14 +11,13 @@ same tokens (NMSE and top-1 agreement; f16 tolerance). Needs a GPU build (EDGELL
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.report import machine, write_section
+from bench import gpu_cli
 from edgellm import backends
 from edgellm.benchmark import Setting, run_settings
 from edgellm.engine import Engine, LoadOptions, default_threads
@@ -94,7 +93,7 @@ def render(results: dict[str, object]) -> str:
     lines = [
         "## Partial GPU offload",
         "",
-        f"`python -m bench.bench_gpu` on {results['machine']}; GPU: {results['gpu']}; {results['threads']} threads, "
+        f"{gpu_cli.intro('bench_gpu', results)}; {results['threads']} threads, "
         f"{results['reps']} repeats (mean ± sd). VRAM = free device memory before minus after loading "
         f"(weights + KV cache + compute buffers, n_ctx 2048). With 0 layers offloaded llama.cpp still runs "
         f"the matrix products of batches of 32+ tokens on the GPU (op offload), hence pp512's speed and the "
@@ -116,31 +115,19 @@ def render(results: dict[str, object]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", action="append", default=[], help="`default` or a .gguf path (repeatable)")
+    ap = gpu_cli.parser(__doc__)
     ap.add_argument("--threads", type=int, default=default_threads())
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--test-model", type=Path, metavar="DIR", help="also build and convert a test model in DIR")
-    ap.add_argument("--json", type=Path, help="write the results here")
-    ap.add_argument("--render", type=Path, help="only turn a results file into docs/benchmarks.md's section")
     args = ap.parse_args()
-    if args.render:
-        write_section("gpu", render(json.loads(args.render.read_text())))
+    if gpu_cli.rendered_only(args, "gpu", render):
         return
-    gpus = backends.gpus()
-    if not gpus:
-        raise SystemExit("no GPU in this llama.cpp build: set up with EDGELLM_GPU=cuda")
+    results = gpu_cli.measured_on() | {"threads": args.threads, "reps": args.reps}
     models = [resolve_model(name) for name in args.model or ["default"]]
     if args.test_model:
         models.append(converted_test_model(args.test_model))
-    rows = []
-    for path in models:
-        rows += measure_model(path, args.threads, args.reps)
-    results = {"machine": machine(), "gpu": f"{gpus[0].description} ({gpus[0].total / 2**30:.0f} GiB)",
-               "threads": args.threads, "reps": args.reps, "rows": rows}
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    print(render(results))
+    results["rows"] = [row for path in models for row in measure_model(path, args.threads, args.reps)]
+    gpu_cli.finish(args, results, render)
 
 
 if __name__ == "__main__":

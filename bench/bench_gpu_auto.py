@@ -13,7 +13,6 @@ planned minus the lowest free memory seen while it ran (polled every 20 ms).
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import subprocess
@@ -22,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.report import machine, write_section
+from bench import gpu_cli
 from edgellm import backends
 from edgellm.hardware import probe
 from edgellm.planner import estimate, for_file, vram_headroom
@@ -147,7 +146,7 @@ def render(results: dict[str, object]) -> str:
     lines = [
         "## `--gpu-layers auto` on a real GPU",
         "",
-        f"`python -m bench.bench_gpu_auto` on {results['machine']}; GPU: {results['gpu']}. Another process "
+        f"{gpu_cli.intro('bench_gpu_auto', results)}. Another process "
         "held VRAM (cudaMalloc) so that `edgellm run --gpu-layers auto --verbose` saw only the free memory shown; "
         "*auto* and *planned* are what it said it chose and the planner's estimate for that; *llama.cpp* is "
         "llama.cpp's own log line; *used* = free when planning minus the lowest free memory while it ran "
@@ -168,22 +167,11 @@ def render(results: dict[str, object]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", action="append", default=[], help="`default` or a .gguf path (repeatable)")
-    ap.add_argument("--json", type=Path, help="write the results here")
-    ap.add_argument("--render", type=Path, help="only turn a results file into docs/benchmarks.md's section")
-    args = ap.parse_args()
-    if args.render:
-        write_section("gpu-auto", render(json.loads(args.render.read_text())))
+    args = gpu_cli.parser(__doc__).parse_args()
+    if gpu_cli.rendered_only(args, "gpu-auto", render):
         return
-    gpus = backends.gpus()
-    if not gpus:
-        raise SystemExit("no GPU in this llama.cpp build: set up with EDGELLM_GPU=cuda")
-    results = {"machine": machine(), "gpu": f"{gpus[0].description} ({gpus[0].total / 2**30:.0f} GiB)",
-               "models": {m: measure(m) for m in args.model or ["default"]}}
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    print(render(results))
+    results = gpu_cli.measured_on() | {"models": {m: measure(m) for m in args.model or ["default"]}}
+    gpu_cli.finish(args, results, render)
 
 
 if __name__ == "__main__":

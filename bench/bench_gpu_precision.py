@@ -29,7 +29,6 @@ Each run is its own process: CUDA reads those variables when it starts.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -39,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import gpu_cli
 from bench.bench_gpu import _text_tokens
-from bench.report import machine, write_section
 
 STRICT_F32 = {"NVIDIA_TF32_OVERRIDE": "0", "GGML_CUDA_CUBLAS_COMPUTE_TYPE": "f32"}
 MODES = ("default", "exact")
@@ -181,7 +180,7 @@ def render(results: dict[str, object]) -> str:
     lines = [
         "## GPU vs CPU logits: what the differences mean",
         "",
-        f"`python -m bench.bench_gpu_precision` on {results['machine']}; GPU: {results['gpu']}. Each model in "
+        f"{gpu_cli.intro('bench_gpu_precision', results)}. Each model in "
         "three precisions holding the same weights (F32 and F16 dequantized by llama.cpp from the file), logits "
         "of the first tokens of the bundled English text. *default*: llama.cpp's defaults (flash attention, f16 "
         "KV cache); *exact*: no flash attention, f32 KV cache; *strict f32*: exact plus `NVIDIA_TF32_OVERRIDE=0` "
@@ -229,13 +228,10 @@ def render(results: dict[str, object]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", action="append", default=[], help="`default` or a .gguf path (repeatable)")
+    ap = gpu_cli.parser(__doc__)
     ap.add_argument("--test-model", type=Path, metavar="DIR", help="also build and convert bench_gpu's test model")
     ap.add_argument("--types", default="Q4_0,Q5_0,Q5_1,Q8_0,Q4_K_M,Q6_K",
                     help="also quantize the F32 copy into these types and compare each (default: %(default)s)")
-    ap.add_argument("--json", type=Path, help="write the results here")
-    ap.add_argument("--render", type=Path, help="only turn a results file into docs/benchmarks.md's section")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--gpu-layers", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--mode", choices=MODES, default="exact", help=argparse.SUPPRESS)
@@ -247,16 +243,13 @@ def main() -> None:
         tokens = np.load(args.tokens).tolist()
         np.save(args.out, evaluate(args.worker, args.gpu_layers, args.mode, args.batch, tokens))
         return
-    if args.render:
-        write_section("gpu-precision", render(json.loads(args.render.read_text())))
+    if gpu_cli.rendered_only(args, "gpu-precision", render):
         return
     from bench.bench_gpu import converted_test_model
-    from edgellm import backends
     from edgellm.resolve import resolve_model
 
-    gpus = backends.gpus()
-    if not gpus:
-        raise SystemExit("no GPU in this llama.cpp build: set up with EDGELLM_GPU=cuda")
+    results = gpu_cli.measured_on()
+    types = [t.strip().upper() for t in args.types.split(",") if t.strip()]
     with tempfile.TemporaryDirectory(prefix="edgellm-precision-") as tmp:
         sources = [resolve_model(name) for name in args.model or ([] if args.test_model else ["default"])]
         if args.test_model:
@@ -265,12 +258,8 @@ def main() -> None:
         for source in sources:
             folder = Path(tmp) / source.stem
             folder.mkdir()
-            models.append(measure(source, folder, [t.strip().upper() for t in args.types.split(",") if t.strip()]))
-    results = {"machine": machine(), "gpu": f"{gpus[0].description} ({gpus[0].total / 2**30:.0f} GiB)",
-               "models": models}
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    print(render(results))
+            models.append(measure(source, folder, types))
+    gpu_cli.finish(args, results | {"models": models}, render)
 
 
 if __name__ == "__main__":
