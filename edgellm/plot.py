@@ -8,13 +8,14 @@ tick values and quantization type names."""
 from __future__ import annotations
 
 import math
-import os
 import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from edgellm import durable
 
 # 5x7 glyphs, one string of 7 rows per character; '#' is ink.
 _GLYPHS = {
@@ -199,6 +200,4 @@ def scatter(points: list[Point], path: Path, title: str, x_label: str, y_label: 
         canvas.disc(px(p.x), py(p.y), 6, color)
         label_x = px(p.x) + 10 if px(p.x) < left + pw - 120 else px(p.x) - 10
         canvas.text(label_x, py(p.y) - 7, p.label, color, anchor="left" if label_x > px(p.x) else "right")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(canvas.png())
-    tmp.replace(path)
+    durable.write_bytes(path, canvas.png())

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgellm import paths
+from edgellm import durable, paths
 from edgellm.errors import EdgeLLMError
 from edgellm.registry import FILE_TYPES, NAME_RE
 
@@ -189,7 +189,7 @@ class Store:
                     shutil.copyfile(source, tmp)
             manifest = {**manifest, "name": ref.name, "type": ref.qtype, "installed": time.time()}
             _write_json(target.with_suffix(".json"), manifest)
-            os.replace(tmp, target)
+            durable.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
         model = self._entry(ref.name, target)
@@ -220,9 +220,7 @@ def _read_manifest(path: Path) -> dict[str, object]:
 
 
 def _write_json(path: Path, data: dict[str, object]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    durable.write_bytes(path, json.dumps(data, ensure_ascii=False, indent=2).encode())
 
 
 def chat_template_for(path: str | os.PathLike[str]) -> str | None:

@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 import gguf
 
+from edgellm import durable
 from quantize.errors import OutputError
 from quantize.progress import Progress
 from quantize.tensors import TensorPlan
@@ -41,7 +42,7 @@ def atomic_output(final: Path, force: bool) -> Iterator[Path]:
     try:
         yield temp
         check_writable(final, force)
-        os.replace(temp, final)
+        durable.replace(temp, final)
     finally:
         temp.unlink(missing_ok=True)
 

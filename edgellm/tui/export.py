@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+from edgellm import durable
 from edgellm.errors import EdgeLLMError
 from edgellm.tui.sessions import Chat, Message
 
@@ -50,7 +51,7 @@ def write_markdown(path: Path, chat: Chat, messages: list[Message]) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(to_markdown(chat, messages), encoding="utf-8")
-        _publish(tmp, path)
+        durable.link(tmp, path)
     except FileExistsError:
         raise EdgeLLMError(f"{path}: already exists; choose another file name") from None
     except OSError as err:
@@ -59,14 +60,3 @@ def write_markdown(path: Path, chat: Chat, messages: list[Message]) -> Path:
         tmp.unlink(missing_ok=True)
     return path
 
-
-def _publish(tmp: Path, path: Path) -> None:
-    """Give the finished file its name; a hard link fails if ``path`` appeared meanwhile, unlike rename."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError:  # no hard links on this file system (FAT, some network shares)
-        if path.exists():
-            raise FileExistsError(path) from None
-        os.replace(tmp, path)
