@@ -113,6 +113,11 @@ def test_show_reports_where_layers_run() -> None:
     assert layer_split(30, 30, False) == "100% CPU", "a CPU-only build offloads nothing"
     info = json.loads(edgellm("show", "default", "--gpu-layers", "12", "--json").stdout)
     assert info["gpu_layers"] == 12 and info["processor"] == "100% CPU"  # CI has no GPU build
+    auto = edgellm("show", "default", "--gpu-layers", "auto", "--json")
+    assert json.loads(auto.stdout)["gpu_layers"] == 0
+    assert auto.stderr.strip() == (
+        "edgellm: --gpu-layers auto: 0 layers on the GPU (this llama.cpp build has no GPU offload)"
+    )
     bad = edgellm("show", "default", "--gpu-layers", "many")
     assert bad.returncode == 1 and "--gpu-layers takes" in bad.stderr and "Traceback" not in bad.stderr
 

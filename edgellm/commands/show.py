@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     path = resolve_model(args.model)
     info = inspect(path)
-    layers = gpu_layers(args.gpu_layers, path)
+    layers = gpu_layers(args.gpu_layers, path, verbose=True)  # `auto` says what it chose, on stderr
     processor = layer_split(layers, info.block_count, bool(llama_cpp.llama_supports_gpu_offload()))
     if args.json:
         print(json.dumps({**info.to_json(), "gpu_layers": layers, "processor": processor}, ensure_ascii=False,
