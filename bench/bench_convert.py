@@ -118,8 +118,9 @@ def report(size: int, runs: dict, f16_size: int, quant_rows: list, args: argpars
     lines = [
         "## Conversion and quantization (`bench/bench_convert.py`)",
         "",
-        f"Measured {machine()}. Load average {before} at the start, {after} at the end: other agents "
-        "shared the 2 cores during the run, so absolute times are noisy; both tools ran alternately in the same run.",
+        f"Measured {machine()}. Load average {before} at the start, {after} at the end (the conversions' own "
+        "load included; absolute times move with anything else running); both tools ran alternately in the same run. "
+        "edgellm flushes its output to disk (fsync) before giving it its name; convert_hf_to_gguf.py does not.",
         "",
         f"Synthetic Llama checkpoint: {size / gb:.2f} GB of bf16 weights in 2 safetensors shards "
         f"(hidden {SHAPE['hidden']}, {SHAPE['layers']} layers, ffn {SHAPE['ff']}, vocabulary {SHAPE['vocab']}), "
