@@ -10,3 +10,17 @@ def layer_split(n_gpu_layers: int, block_count: int, gpu_offload: bool) -> str:
         return "100% CPU"
     gpu = round(100 * offloaded / block_count)
     return "100% GPU" if gpu >= 100 else f"{100 - gpu}%/{gpu}% CPU/GPU"
+
+
+# Weight types llama.cpp's CUDA kernels multiply less accurately than its CPU: their activation
+# blocks carry the sum of the unquantized activations (docs/benchmarks.md, GPU vs CPU logits).
+LESS_ACCURATE_ON_CUDA = ("Q4_1", "Q5_1")
+
+
+def offload_note(file_type: str, device_names: list[str], n_gpu_layers: int) -> str | None:
+    """A word of advice where layers of a Q4_1 / Q5_1 model would go to a CUDA GPU."""
+    on_cuda = any(name.upper().startswith("CUDA") for name in device_names)
+    if n_gpu_layers == 0 or not on_cuda or file_type.upper() not in LESS_ACCURATE_ON_CUDA:
+        return None
+    return (f"llama.cpp's CUDA kernels lose more accuracy on {file_type.upper()} than its CPU does; for GPU offload "
+            "prefer Q4_K_M, Q5_K_M or Q8_0")

@@ -122,6 +122,18 @@ def test_show_reports_where_layers_run() -> None:
     assert bad.returncode == 1 and "--gpu-layers takes" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_show_advises_against_q4_1_and_q5_1_on_cuda(default_model: Path) -> None:
+    from edgellm.placement import offload_note
+
+    assert "prefer Q4_K_M" in offload_note("Q4_1", ["CUDA0"], 12)
+    assert "on Q5_1" in offload_note("q5_1", ["CUDA0", "CUDA1"], -1)
+    assert offload_note("Q4_1", ["CUDA0"], 0) is None, "nothing offloaded"
+    assert offload_note("Q4_K_M", ["CUDA0"], -1) is None
+    assert offload_note("Q4_1", ["Metal"], -1) is None, "measured on CUDA only"
+    shown = edgellm("show", "default", "--gpu-layers", "all").stdout
+    assert "processor       100% CPU" in shown and "note" not in shown  # CI has no GPU build
+
+
 def test_small_context_never_aborts() -> None:
     """llama.cpp caps its batch at a small context: a prompt longer than that batch is fed in
     pieces (an over-long batch is a GGML_ASSERT abort), and one longer than the context is a

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from edgellm import backends
 from edgellm.commands.options import gpu_layers
 from edgellm.gguf_file import GGUFInfo, inspect
-from edgellm.placement import layer_split
+from edgellm.placement import layer_split, offload_note
 from edgellm.resolve import resolve_model
 from edgellm.units import human_bytes, human_count
 
@@ -49,7 +50,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({**info.to_json(), "gpu_layers": layers, "processor": processor}, ensure_ascii=False,
                          indent=2))
         return 0
-    for key, value in describe(info, processor):
+    rows = describe(info, processor)
+    note = offload_note(info.file_type, [d.name for d in backends.gpus()], layers)
+    if note:
+        rows.insert(rows.index(("processor", processor)) + 1, ("note", note))
+    for key, value in rows:
         print(f"  {key:<16}{value}")
     print("  chat template")
     for line in (info.chat_template or "(none: ChatML is used)").splitlines() or [""]:
