@@ -458,12 +458,3 @@ def plan_gpu_layers(
     needed = estimate(geom, weights, est.ctx, gpu_layers=on_gpu, flash_attn=flash_attn).vram
     return GpuFit(layers, geom.layers, needed, machine.vram_free, vram_headroom(machine))
 
-
-def auto_gpu_layers(
-    path: str | os.PathLike[str],
-    ctx: int | None = None,
-    *,
-    flash_attn: bool | None = None,
-    machine: Machine | None = None,
-) -> int:
-    return plan_gpu_layers(path, ctx, flash_attn=flash_attn, machine=machine).layers

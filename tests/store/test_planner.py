@@ -76,14 +76,14 @@ def test_load_check_refuses_with_the_numbers(default_model: Path) -> None:
 
 def test_auto_gpu_layers_fills_free_vram_and_leaves_headroom(default_model: Path) -> None:
     geom, weights, est = planner.for_file(default_model, 4096)
-    assert planner.auto_gpu_layers(default_model, 4096, machine=laptop(16)) == 0  # CPU build: nothing to offload
-    assert planner.auto_gpu_layers(default_model, 4096, machine=laptop(16, vram_gib=0.3)) == 0  # under headroom
-    assert planner.auto_gpu_layers(default_model, 4096, machine=laptop(16, vram_gib=8)) == -1  # all, output too
+    assert planner.plan_gpu_layers(default_model, 4096, machine=laptop(16)).layers == 0  # CPU build: nothing to offload
+    assert planner.plan_gpu_layers(default_model, 4096, machine=laptop(16, vram_gib=0.3)).layers == 0  # under headroom
+    assert planner.plan_gpu_layers(default_model, 4096, machine=laptop(16, vram_gib=8)).layers == -1  # all, output too
     for layers in (1, 7, geom.layers // 2, geom.layers):
         need = planner.estimate(geom, weights, 4096, gpu_layers=layers).vram
         headroom = planner.vram_headroom(laptop(16, vram_gib=0))  # 1 GiB: more than 10% of the 8 GiB card
         machine = Machine(32 * GIB, 16 * GIB, True, (Gpu("GPU", 8 * GIB, need + headroom),))
-        assert planner.auto_gpu_layers(default_model, 4096, machine=machine) == layers
+        assert planner.plan_gpu_layers(default_model, 4096, machine=machine).layers == layers
     half = planner.estimate(geom, weights, 4096, gpu_layers=geom.layers // 2)
     assert half.ram < est.ram and half.vram > 0  # offloaded layers leave RAM
 
