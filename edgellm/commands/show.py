@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                          indent=2))
         return 0
     rows = describe(info, processor)
-    note = offload_note(info.file_type, [d.name for d in backends.gpus()], layers)
+    note = offload_note(info.file_type, [d.name for d in backends.gpus()], layers) if layers else None
     if note:
         rows.insert(rows.index(("processor", processor)) + 1, ("note", note))
     for key, value in rows:
