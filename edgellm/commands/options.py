@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -100,12 +101,6 @@ def lora_options(args: argparse.Namespace) -> list[tuple[Path, float]]:
 
 
 def sampling_params(args: argparse.Namespace) -> SamplingParams:
-    return SamplingParams(
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        min_p=args.min_p,
-        repeat_penalty=args.repeat_penalty,
-        max_tokens=args.max_tokens,
-        seed=args.seed,
-    )
+    """--temperature, --top-k, ... --seed; what the command line lacks keeps SamplingParams' default."""
+    return SamplingParams(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SamplingParams)
+                             if hasattr(args, f.name)})

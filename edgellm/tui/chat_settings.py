@@ -31,30 +31,14 @@ class ChatSettings:
     def from_args(cls, args: argparse.Namespace, options: LoadOptions) -> ChatSettings:
         """The command line's --temperature, --ctx, ... as the settings of new chats (``options``:
         the load options made from it, with `--gpu-layers auto` already worked out)."""
-        return cls(
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            min_p=args.min_p,
-            repeat_penalty=args.repeat_penalty,
-            max_tokens=args.max_tokens,
-            n_ctx=args.ctx,
-            n_threads=args.threads,
-            n_gpu_layers=options.n_gpu_layers,
-        )
+        sampling = {name: getattr(args, name) for name in _SAMPLING}
+        return cls(**sampling, n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=options.n_gpu_layers)
 
     def to_json(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 
     def sampling(self) -> SamplingParams:
-        return SamplingParams(
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            min_p=self.min_p,
-            repeat_penalty=self.repeat_penalty,
-            max_tokens=self.max_tokens,
-        )
+        return SamplingParams(**{name: getattr(self, name) for name in _SAMPLING})
 
     def load_options(self, base: LoadOptions) -> LoadOptions:
         """``base`` (mmap, flash attention, ... from the command line) with this chat's sizes."""
@@ -64,3 +48,7 @@ class ChatSettings:
         """Tokens kept free for the answer when old turns are dropped to fit the context."""
         wanted = self.max_tokens if self.max_tokens > 0 else 256
         return min(wanted, n_ctx // 2)
+
+
+# The sampling parameters a chat keeps (SamplingParams' fields it has; not the seed).
+_SAMPLING = tuple(f.name for f in dataclasses.fields(ChatSettings) if hasattr(SamplingParams, f.name))
