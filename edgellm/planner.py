@@ -116,12 +116,11 @@ class Weights:
 
     @classmethod
     def from_gguf(cls, path: Path, layers: int) -> Weights:
-        import gguf
+        from edgellm.gguf_header import read_header
 
-        reader = gguf.GGUFReader(path, "r")
         blocks = output = total = 0
-        for t in reader.tensors:
-            n = int(t.n_bytes)
+        for t in read_header(Path(path)).tensors:
+            n = t.n_bytes
             total += n
             if t.name.startswith("blk."):
                 blocks += n
@@ -282,7 +281,7 @@ def for_entry(entry: ModelEntry, qtype: str, ctx: int | None = None, **kw: objec
 
 @functools.lru_cache(maxsize=16)
 def _sized(path: str, size: int, mtime_ns: int) -> tuple[Geometry, Weights]:
-    """Reading a GGUF header costs seconds for a large vocabulary: once per file version."""
+    """A GGUF file's geometry and weight bytes, once per file version (a chat asks per message)."""
     from edgellm import gguf_file
 
     info = gguf_file.inspect(path)
