@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 
 from edgellm import planner, registry
 from edgellm.commands.list import table
+from edgellm.commands.options import gpu_layers
 from edgellm.hardware import Machine, probe
 from edgellm.resolve import looks_like_path, resolve_model
 from edgellm.store import Store, parse_ref
@@ -22,10 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def _layers(value: str, fit: int, total: int) -> int:
-    if value == "auto":
-        return fit
-    return -1 if value in ("all", "-1") else min(int(value), total + 1)
+def _layers(value: str, fit: Callable[[], int], total: int) -> int:
+    """--gpu-layers as the run verbs read it; `auto` fits this plan's own type and context."""
+    return fit() if value == "auto" else min(gpu_layers(value), total + 1)
 
 
 def _row(qtype: str, source: str, est: planner.Estimate, machine: Machine, mark: str = "") -> dict[str, object]:
@@ -60,7 +61,7 @@ def plan_entry(entry: registry.ModelEntry, args: argparse.Namespace, machine: Ma
     rows = []
     for qtype in planner.PLAN_TYPES:
         weights = planner.Weights.from_params(entry.shape, qtype)
-        layers = _layers(args.gpu_layers, planner.fit_gpu_layers(geom, weights, ctx, machine), geom.layers)
+        layers = _layers(args.gpu_layers, lambda w=weights: planner.fit_gpu_layers(geom, w, ctx, machine), geom.layers)
         est = planner.estimate(geom, weights, ctx, gpu_layers=layers)
         source = "gguf" if entry.gguf_file(qtype) else "convert"
         rows.append(_row(qtype, source, est, machine, " *" if qtype == entry.recommended else ""))
@@ -69,7 +70,7 @@ def plan_entry(entry: registry.ModelEntry, args: argparse.Namespace, machine: Ma
 
 def plan_file(path: str, args: argparse.Namespace, machine: Machine) -> list[dict[str, object]]:
     geom, weights, est = planner.for_file(path, args.ctx)
-    layers = _layers(args.gpu_layers, planner.fit_gpu_layers(geom, weights, est.ctx, machine), geom.layers)
+    layers = _layers(args.gpu_layers, lambda: planner.fit_gpu_layers(geom, weights, est.ctx, machine), geom.layers)
     est = planner.estimate(geom, weights, est.ctx, gpu_layers=layers)
     from edgellm import gguf_file
 
@@ -83,7 +84,7 @@ def _entry_to_plan(text: str) -> registry.ModelEntry | None:
         return None
     ref = parse_ref(text)
     entry = registry.load().get(ref.name)
-    if entry is None or (ref.qtype and Store().find(ref) is not None):
+    if entry is None or (ref.qtype and any(m.qtype == ref.qtype for m in Store().named(ref.name))):
         return None
     return entry
 

@@ -151,6 +151,23 @@ def test_plan_cli_for_a_registry_model_and_a_file(default_model: Path) -> None:
     assert cli("plan", "no-such-model").returncode == 1
 
 
+def test_plan_a_type_not_pulled_while_another_is(default_model: Path) -> None:
+    from edgellm.store import Ref, Store
+
+    Store().install(default_model, Ref("llama-2-7b", "Q4_K_M"), {}, move=False)
+    proc = cli("plan", "llama-2-7b:Q8_0", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["type"].split()[0] for r in json.loads(proc.stdout)["rows"]] == list(planner.PLAN_TYPES)
+    pulled = json.loads(cli("plan", "llama-2-7b:Q4_K_M", "--json").stdout)["rows"]
+    assert [r["type"] for r in pulled] == ["Q4_1"]  # the file in the store, read from its header
+
+
+def test_plan_refuses_a_bad_gpu_layers_in_one_line() -> None:
+    proc = cli("plan", "default", "--gpu-layers", "abc")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "edgellm: error: --gpu-layers takes a number of layers, `all` or `auto`, not 'abc'"
+
+
 @pytest.mark.parametrize(
     ("name", "config"),
     [
