@@ -195,10 +195,16 @@ def generation_rate(engine: Engine, n_gen: int, reps: int) -> Rate:
     return Rate(f"tg{n_gen}", n_gen, [generation_seconds(engine, n_gen, rng) for _ in range(reps)])
 
 
+def bench_context(n_prompt: int, n_gen: int) -> int:
+    """The context a setting is measured in (and `--gpu-layers auto` is sized for): room for the
+    chat template around the TTFT prompt."""
+    return max(n_prompt, n_gen) + 256
+
+
 def measure(path: Path, setting: Setting, log=None) -> BenchRow:  # noqa: ANN001 (a print-like callable)
     """Run one setting in this process."""
-    n_ctx = max(setting.n_prompt, setting.n_gen) + 256  # room for the chat template around the TTFT prompt
-    options = LoadOptions(n_ctx=n_ctx, n_threads=setting.threads, n_gpu_layers=setting.gpu_layers, n_batch=N_BATCH)
+    options = LoadOptions(n_ctx=bench_context(setting.n_prompt, setting.n_gen), n_threads=setting.threads,
+                          n_gpu_layers=setting.gpu_layers, n_batch=N_BATCH)
     rng = np.random.default_rng(_SEED)
     with Engine(path, options) as engine:
         messages = _ttft_prompt(engine, setting.n_prompt)

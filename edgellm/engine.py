@@ -21,7 +21,7 @@ import llama_cpp
 import numpy as np
 import psutil
 
-from edgellm import chat_templates, gguf_file, llama_log, probe, store
+from edgellm import chat_templates, gguf_file, llama_log, planner, probe, store
 from edgellm.errors import BadModelFile, ContextOverflow, EdgeLLMError
 
 # Architectures whose own tokenizers NFC-normalize input (llama.cpp does not).
@@ -139,6 +139,7 @@ class Engine:
         self._cached: list[int] = []
         self._pieces: dict[int, bytes] = {}
         self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
+        self.n_batch = llama_cpp.llama_n_batch(self._ctx)  # llama.cpp caps n_batch at n_ctx
         self.n_threads = self.options.n_threads or default_threads()
         self.template = self.info.chat_template or store.chat_template_for(self.path) or _FALLBACK_TEMPLATE
         self.bos_token = self._special_text(llama_cpp.llama_vocab_bos(self._vocab))
@@ -167,7 +168,7 @@ class Engine:
         opts = self.options
         params = llama_cpp.llama_context_default_params()
         train_ctx = llama_cpp.llama_model_n_ctx_train(self._model)
-        params.n_ctx = opts.n_ctx or min(4096, train_ctx)
+        params.n_ctx = opts.n_ctx or planner.default_context(train_ctx)
         params.n_batch = params.n_ubatch = opts.n_batch
         params.n_threads = params.n_threads_batch = opts.n_threads or default_threads()
         params.flash_attn_type = {
@@ -310,7 +311,7 @@ class Engine:
     def _decode(self, tokens: list[int]) -> bool:
         """Evaluate ``tokens`` after the cached ones; False if cancelled (cache rolled back)."""
         start = len(self._cached)
-        step = llama_cpp.llama_n_batch(self._ctx)  # llama.cpp caps n_batch at n_ctx
+        step = self.n_batch
         for i in range(0, len(tokens), step):
             chunk = tokens[i : i + step]
             arr = (llama_cpp.llama_token * len(chunk))(*chunk)
@@ -332,7 +333,7 @@ class Engine:
         benchmarks time raw decoding. Call reset() first for a fresh sequence."""
         n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         out = np.empty((max(len(tokens) - first, 0), n_vocab), dtype=np.float32)
-        step, row = llama_cpp.llama_n_batch(self._ctx), 0  # llama.cpp caps n_batch at n_ctx
+        step, row = self.n_batch, 0
         batch = llama_cpp.llama_batch_init(step, 0, 1)
         try:
             with self._lock:

@@ -2,8 +2,9 @@
 
 gguf's GGUFReader materialises every element of every array (151,643 vocabulary strings for
 Qwen: 15-25 s in Python); a model's header is needed on every start, so arrays are skipped here
-and kept only as their length. Every length and offset is checked against the file's size, so a
-corrupt header is a clean `HeaderError`, never a huge allocation or a numpy reshape error."""
+and kept only as their length. Every length and string in the header is checked against the
+file's size, so a corrupt header is a clean `HeaderError`, never a huge allocation or a numpy
+reshape error; where the tensors' data lies is checked by `edgellm.gguf_file.inspect`."""
 
 from __future__ import annotations
 
@@ -102,7 +103,8 @@ class _Cursor:
 
 
 def read_header(path: Path) -> Header:
-    """The header of ``path``; raises HeaderError if it is malformed or points outside the file."""
+    """The header of ``path``; raises HeaderError if it is malformed or runs past the file's end
+    (tensor data extents: `gguf_file.inspect`)."""
     with open(path, "rb") as fh:
         if path.stat().st_size == 0:
             raise HeaderError("empty file")

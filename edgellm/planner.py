@@ -220,7 +220,7 @@ def estimate(
 
 
 def default_context(trained: int) -> int:
-    """The context Engine opens when none is asked for."""
+    """The context Engine opens when none is asked for (it calls this)."""
     return min(4096, trained)
 
 

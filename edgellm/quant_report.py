@@ -47,13 +47,13 @@ def build_report(
     reference: Path,
     outputs: list[Path],
     plan: EvalPlan | None = None,
-    n_gen: int = 128,
-    reps: int = 3,
+    n_gen: int = GEN_TOKENS,
+    reps: int = GEN_REPS,
     on_chunk: OnChunk | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[ReportRow]:
     """Score the reference once, then each output against it; the reference is the first row."""
-    plan = plan or EvalPlan()
+    plan = plan or REPORT_PLAN
     rows = []
     with prepare_reference(plan, reference, on_chunk) as ref:
         for path in [reference, *outputs]:

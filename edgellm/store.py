@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ from edgellm.errors import EdgeLLMError
 from edgellm.registry import FILE_TYPES, NAME_RE
 
 STAGING = ".partial"  # temporary files, on the store's own file system so renames are atomic
-_TYPE_RE = re.compile(r"[A-Z0-9_]{1,16}")
 
 
 class BadName(EdgeLLMError):
@@ -49,7 +47,7 @@ def parse_ref(text: str) -> Ref:
     if not qtype:
         return Ref(name)
     qtype = qtype.upper()
-    if not _TYPE_RE.fullmatch(qtype) or qtype not in FILE_TYPES:
+    if qtype not in FILE_TYPES:
         raise BadName(f"'{text}': unknown quantization type '{qtype}' (e.g. Q4_K_M, Q8_0, F16)")
     return Ref(name, qtype)
 
@@ -73,12 +71,6 @@ class StoredModel:
     def parameters(self) -> int | None:
         value = self.manifest.get("parameters")
         return value if isinstance(value, int) else None
-
-    @property
-    def chat_template(self) -> str | None:
-        """The registry's template for checkpoints that carry none (see ModelEntry.chat_template)."""
-        value = self.manifest.get("chat_template")
-        return value if isinstance(value, str) else None
 
 
 class Store:

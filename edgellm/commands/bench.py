@@ -10,7 +10,7 @@ import sys
 
 import llama_cpp
 
-from edgellm.benchmark import Setting, run_settings, table
+from edgellm.benchmark import Setting, bench_context, run_settings, table
 from edgellm.commands.options import gpu_layers
 from edgellm.engine import default_threads
 from edgellm.gguf_file import inspect
@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     model = inspect(resolve_model(args.model)).path  # a bad file fails here, before any worker starts
     threads = args.threads or [default_threads()]
-    layers = [gpu_layers(v, model, args.n_prompt + args.n_gen) for v in args.gpu_layers]
+    layers = [gpu_layers(v, model, bench_context(args.n_prompt, args.n_gen)) for v in args.gpu_layers]
     settings = [
         Setting(threads=t, gpu_layers=g, n_prompt=args.n_prompt, n_gen=args.n_gen, reps=args.repetitions)
         for t, g in itertools.product(threads, layers)
