@@ -125,6 +125,7 @@ def plan_adapter(adapter: Adapter, base: Checkpoint, outtype: str) -> tuple[list
     out = FLOAT_TYPES[outtype]
     plans = []
     for name, pair in pairs:
+        pair = view.fit(pair, name)  # as PEFT applies it (fan_in_fan_out means nothing on Linear weights)
         found = view.kind_and_name(name)
         if found is None:
             raise UnsupportedModel(f"{adapter.weights}: '{pair.module}' is not a tensor of a {view.family.name} model")

@@ -75,7 +75,7 @@ def _fields(buf: bytes):  # noqa: ANN202 - yields (field number, wire type, valu
 
 
 def _piece(buf: bytes) -> tuple[str, float, int]:
-    """One SentencePiece message (piece=1, score=2, type=3); called 32K-250K times, so inlined."""
+    """One SentencePiece message (piece=1, score=2, type=3), any field layout: `_pieces`' fallback."""
     piece, score, kind = "", 0.0, 1
     for number, wire, value in _fields(buf):
         if number == 1 and wire == 2:
@@ -93,7 +93,8 @@ _FLOAT = struct.Struct("<f")
 def _pieces(data: bytes, start: int, end: int, model: SpmModel) -> None:
     """The common layout (piece, score[, type] as short fields) without the generic field walk."""
     buf = data[start:end]
-    if len(buf) >= 2 and buf[0] == 0x0A and buf[1] < 0x80 and buf[2 + buf[1] : 3 + buf[1]] == b"\x15":
+    fast = len(buf) >= 2 and buf[0] == 0x0A and buf[1] < 0x80 and len(buf) >= 7 + buf[1]
+    if fast and buf[2 + buf[1] : 3 + buf[1]] == b"\x15":
         n = buf[1]
         rest = buf[7 + n :]
         if not rest or (len(rest) == 2 and rest[0] == 0x18 and rest[1] < 0x80):

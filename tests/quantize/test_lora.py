@@ -126,6 +126,9 @@ def test_fan_in_fan_out_is_ignored_on_linear_weights_as_peft_does(world: World, 
     name = "model.layers.0.self_attn.q_proj.weight"  # square: a transposed delta would fit too
     plain, odd = (merge_adapters(open_checkpoint(world.base), [a]).tensors[name] for a in (world.style, flagged))
     assert np.array_equal(odd.read_rows(0, 64), plain.read_rows(0, 64))
+    runtime = [write_lora_adapter(a, tmp_path / f"{a.name}.gguf", progress=False) for a in (world.style, flagged)]
+    plain_t, odd_t = ({t.name: np.asarray(t.data) for t in gguf.GGUFReader(p).tensors} for p in runtime)
+    assert sorted(odd_t) == sorted(plain_t) and all(np.array_equal(odd_t[n], plain_t[n]) for n in plain_t)
 
 
 def test_runtime_adapter_matches_the_merged_model(world: World, base_gguf: Path, style_merged_gguf: Path) -> None:

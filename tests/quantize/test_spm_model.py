@@ -48,6 +48,11 @@ def test_agrees_with_sentencepiece(spm_llama: bytes, kind: str) -> None:
     assert model.model_type == 2 and model.byte_fallback
 
 
-def test_garbage_is_an_error() -> None:
+@pytest.mark.parametrize(
+    "data",
+    [b"\x0a\xff\xff\xff\xff\x0f", b"\x0a\x05\x0a\x01a\x15\x00"],  # a bad length; a piece cut in its score
+    ids=["bad-length", "truncated-piece"],
+)
+def test_garbage_is_an_error(data: bytes) -> None:
     with pytest.raises(spm_model.ProtoError):
-        spm_model.parse(b"\x0a\xff\xff\xff\xff\x0f")
+        spm_model.parse(data)
