@@ -208,6 +208,7 @@ def supported() -> str:
 
 def find_family(config: Mapping[str, object], config_path: object = "config.json") -> Family:
     """The family that claims this config.json, or an error listing what is supported."""
+    refuse_prequantized(config, config_path)
     for family in families():
         if family.claims(config):
             return family
@@ -216,6 +217,18 @@ def find_family(config: Mapping[str, object], config_path: object = "config.json
     raise UnsupportedModel(
         f"{config_path}: model_type '{model_type}' ({archs}) is not supported; supported: {supported()}"
     )
+
+
+def refuse_prequantized(config: Mapping[str, object], path: object) -> None:
+    """GPTQ/AWQ releases (Qwen's …-Chat-Int4 and …-Chat-AWQ, the many *-GPTQ uploads of Llama-2):
+    their packed integer weights cannot become a GGUF, the original ones can."""
+    quant = config.get("quantization_config")
+    if isinstance(quant, dict):
+        method = quant.get("quant_method", "pre-quantized")
+        raise UnsupportedModel(
+            f"{path}: a {method}-quantized checkpoint; convert the original (unquantized) model instead, "
+            "e.g. Qwen/Qwen-7B-Chat rather than Qwen/Qwen-7B-Chat-Int4"
+        )
 
 
 def require(config: Mapping[str, object], key: str, path: object, kind: type = int) -> object:

@@ -15,7 +15,7 @@ import gguf
 
 from quantize.errors import UnsupportedModel
 from quantize.families import HParams, require
-from quantize.families.qwen2 import Qwen2Family, refuse_prequantized
+from quantize.families.qwen2 import Qwen2Family
 
 if TYPE_CHECKING:
     from quantize.sources import Checkpoint
@@ -40,7 +40,6 @@ class QwenFamily(Qwen2Family):
 
     def hparams(self, ckpt: Checkpoint) -> HParams:
         cfg, path = ckpt.config, ckpt.config_path
-        refuse_prequantized(cfg, path)
         n_embd = require(cfg, "hidden_size", path)
         n_head = require(cfg, "num_attention_heads", path)
         head_dim = require(cfg, "kv_channels", path) if "kv_channels" in cfg else n_embd // n_head

@@ -26,18 +26,6 @@ if TYPE_CHECKING:
 T = gguf.MODEL_TENSOR
 
 
-def refuse_prequantized(cfg: dict, path: object) -> None:
-    """Qwen publishes GPTQ/AWQ variants (…-Chat-Int4, …-Chat-AWQ) beside every model: their packed
-    integer weights cannot become a GGUF, the original ones can."""
-    quant = cfg.get("quantization_config")
-    if isinstance(quant, dict):
-        method = quant.get("quant_method", "pre-quantized")
-        raise UnsupportedModel(
-            f"{path}: a {method}-quantized checkpoint; convert the original (unquantized) model instead, "
-            "e.g. Qwen/Qwen-7B-Chat rather than Qwen/Qwen-7B-Chat-Int4"
-        )
-
-
 class Qwen2Family(Family):
     name = "qwen2"
     description = "Qwen1.5"
@@ -51,7 +39,6 @@ class Qwen2Family(Family):
 
     def hparams(self, ckpt: Checkpoint) -> HParams:
         cfg, path = ckpt.config, ckpt.config_path
-        refuse_prequantized(cfg, path)
         act = cfg.get("hidden_act", "silu")
         if act != "silu":
             raise UnsupportedModel(f"{path}: hidden_act '{act}' is not Qwen2's silu")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from quantize.errors import CheckpointError, ConfigError, UnsupportedModel
+from quantize.families import require
 from quantize.sources import Checkpoint, TensorRef, read_json
 from quantize.sources.shards import label
 from quantize.sources.torch_pickle import read_archive
@@ -143,13 +144,6 @@ def _merge_shards(files: list[Path]) -> dict[str, ShardedTensor]:
     return tensors
 
 
-def _positive_int(params: dict[str, Any], key: str, path: Path) -> int:
-    value = params.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{path}: '{key}' must be a positive integer, got {value!r}")
-    return value
-
-
 def _context_length(params: dict[str, Any]) -> int:
     """params.json does not say; Meta's releases differ in ways that do: Code Llama trained 16K with
     rope_theta 1e6, Llama-2 4K (norm_eps 1e-5), Llama-1 2K (norm_eps 1e-6)."""
@@ -165,11 +159,11 @@ def hf_config(params: dict[str, Any], path: Path, tensors: dict[str, ShardedTens
     -1, the feed-forward width Meta derives from multiple_of) come from the tensors."""
     if params.get("use_scaled_rope") or params.get("vocab_size") == 128256:
         raise UnsupportedModel(f"{path}: a Llama 3 checkpoint; only Llama and Llama-2 Meta checkpoints are supported")
-    n_heads = _positive_int(params, "n_heads", path)
+    n_heads = require(params, "n_heads", path)
     for key in ("model.embed_tokens.weight", "model.layers.0.mlp.gate_proj.weight"):
         if key not in tensors:
             raise CheckpointError(f"{path.parent}: no weights for '{key}'; the checkpoint is incomplete")
-    dim = _positive_int(params, "dim", path)
+    dim = require(params, "dim", path)
     vocab, width = tensors["model.embed_tokens.weight"].shape
     if width != dim:  # the embedding is split by columns over the shards: a missing last shard shows here
         have = len(tensors["model.embed_tokens.weight"].parts)
@@ -187,7 +181,7 @@ def hf_config(params: dict[str, Any], path: Path, tensors: dict[str, ShardedTens
         "architectures": ["LlamaForCausalLM"],
         "_name_or_path": name,
         "hidden_size": dim,
-        "num_hidden_layers": _positive_int(params, "n_layers", path),
+        "num_hidden_layers": require(params, "n_layers", path),
         "num_attention_heads": n_heads,
         "num_key_value_heads": params.get("n_kv_heads") or n_heads,
         "intermediate_size": tensors["model.layers.0.mlp.gate_proj.weight"].shape[0],

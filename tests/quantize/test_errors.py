@@ -80,17 +80,23 @@ def test_missing_shard(models, tmp_path, capsys) -> None:  # noqa: ANN001
     assert "model.safetensors.index.json: lists model-00002-of-00002.safetensors" in line
 
 
-def test_shapes_that_contradict_the_config(models, tmp_path, capsys) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"intermediate_size": 256}, "has shape [128, 224] but config.json implies [128, 256]"),
+        ({"num_hidden_layers": 2}, "is in layer 2 but config.json says num_hidden_layers=2"),
+        ({"model_type": "gpt_neox", "architectures": ["GPTNeoXForCausalLM"]},
+         "model_type 'gpt_neox' (GPTNeoXForCausalLM) is not supported; supported: llama (LlamaForCausalLM"),
+        ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, "rope scaling 'dynamic' is not supported"),
+        ({"quantization_config": {"bits": 4, "quant_method": "gptq"}},
+         "a gptq-quantized checkpoint; convert the original (unquantized) model instead"),
+    ],
+    ids=["shapes-contradict", "more-layers", "architecture", "rope-scaling", "gptq-release"],
+)
+def test_a_config_that_does_not_fit_is_one_line(models, tmp_path, capsys, changes, message) -> None:  # noqa: ANN001
     folder = _copy(models, "llama2-70b", tmp_path)
-    _edit_config(folder, intermediate_size=256)
-    line = _fails([str(folder)], capsys)
-    assert "has shape [128, 224] but config.json implies [128, 256]" in line
-
-
-def test_more_layers_than_the_config_says(models, tmp_path, capsys) -> None:  # noqa: ANN001
-    folder = _copy(models, "llama2-70b", tmp_path)
-    _edit_config(folder, num_hidden_layers=2)
-    assert "is in layer 2 but config.json says num_hidden_layers=2" in _fails([str(folder)], capsys)
+    _edit_config(folder, **changes)
+    assert message in _fails([str(folder)], capsys)
 
 
 def test_chinese_weights_with_the_original_llama_tokenizer(models, tmp_path, capsys) -> None:  # noqa: ANN001
@@ -108,19 +114,6 @@ def test_unsupported_dtype(models, tmp_path, capsys) -> None:  # noqa: ANN001
     tensors["model.norm.weight"] = tensors["model.norm.weight"].astype("float64")
     save_file(tensors, folder / "model.safetensors")
     assert "'model.norm.weight' has dtype F64" in _fails([str(folder)], capsys)
-
-
-def test_unsupported_architecture_lists_what_is_supported(models, tmp_path, capsys) -> None:  # noqa: ANN001
-    folder = _copy(models, "llama2-70b", tmp_path)
-    _edit_config(folder, model_type="gpt_neox", architectures=["GPTNeoXForCausalLM"])
-    line = _fails([str(folder)], capsys)
-    assert "model_type 'gpt_neox' (GPTNeoXForCausalLM) is not supported; supported: llama (LlamaForCausalLM" in line
-
-
-def test_unsupported_rope_scaling(models, tmp_path, capsys) -> None:  # noqa: ANN001
-    folder = _copy(models, "llama2-70b", tmp_path)
-    _edit_config(folder, rope_scaling={"type": "dynamic", "factor": 2.0})
-    assert "rope scaling 'dynamic' is not supported" in _fails([str(folder)], capsys)
 
 
 def test_legacy_torch_pickle(models, tmp_path, capsys) -> None:  # noqa: ANN001
