@@ -11,11 +11,12 @@ Models: the bundled SmolLM2 (93 MB) and a synthetic TinyLlama-shaped checkpoint 
 repeated-pattern weights: speed does not depend on their values) converted and quantized by
 edgellm's own pipeline to Q4_K_M and Q8_0, big enough that no cache hides the memory traffic.
 
-    .venv/bin/python bench/bench_bandwidth.py [MODEL.gguf ...]
+    .venv/bin/python -m bench.bench_bandwidth [MODEL.gguf ...]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
@@ -169,8 +170,11 @@ def synthetic_models(work: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:]:
-        main([Path(a) for a in sys.argv[1:]])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="*", type=Path, help="GGUF files (default: SmolLM2 and a synthetic 1.1B)")
+    args = ap.parse_args()
+    if args.models:
+        main(args.models)
     else:
         with tempfile.TemporaryDirectory(prefix="edgellm-bandwidth-") as tmp:
             main([default_model_path(), *synthetic_models(Path(tmp))])

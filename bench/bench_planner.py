@@ -10,6 +10,7 @@ process's RSS growth over load + a 256-token prompt (weights are mmapped: their 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import re
@@ -51,6 +52,7 @@ def measure(path: Path, ctx: int, flash_attn: bool) -> tuple[float, float, float
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     rows = []
     models = [("SmolLM2-135M Q4_1 (default)", default_model_path())]
     with tempfile.TemporaryDirectory() as tmp:

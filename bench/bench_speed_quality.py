@@ -5,11 +5,12 @@ The quality reference is an f16 GGUF made by widening the shipped Q4_1 model (ll
 quantizer with allow_requantize): the only float SmolLM2 on this offline machine. Each type is
 then quantized from that f16 by `edgellm quantize --report`, exactly as a user would run it.
 
-    .venv/bin/python bench/bench_speed_quality.py [bench] [quality]   (default: both)
+    .venv/bin/python -m bench.bench_speed_quality [bench] [quality]   (default: both)
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import io
@@ -135,4 +136,6 @@ def main(parts: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["bench", "quality"])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("parts", nargs="*", choices=["bench", "quality"], help="default: both")
+    main(ap.parse_args().parts or ["bench", "quality"])
