@@ -1,5 +1,5 @@
 # The two commands a new machine needs: `make chat` and `make test` (each does all set-up first).
-VENV ?= .venv
+VENV ?= $(or $(EDGELLM_VENV),.venv)
 PY := $(VENV)/bin/python
 
 .PHONY: setup setup-test chat test test-fast lint bench

@@ -35,8 +35,17 @@ def run(args: argparse.Namespace) -> int:
         inspect(resolve_model(model))  # a bad MODEL is a one-line error before the screen opens
         if looks_like_path(model):  # chats remember files by absolute path
             model = str(Path(model).expanduser().resolve())
-    options = load_options(args)  # with a MODEL: refused here, in one line, if it cannot fit
     store = SessionStore(args.db)
+    try:
+        planned = model
+        if planned is None and args.gpu_layers == "auto":  # size `auto` for the chat that reopens
+            chats = store.chats()
+            planned = chats[0].model if chats else "default"
+        # with a MODEL: refused here, in one line, if it cannot fit
+        options = load_options(argparse.Namespace(**{**vars(args), "model": planned}))
+    except BaseException:
+        store.close()
+        raise
     app = ChatApp(
         store,
         model=model,

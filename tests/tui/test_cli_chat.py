@@ -28,6 +28,31 @@ def test_bad_model_is_one_line(argv: list[str], message: str, capsys: pytest.Cap
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
 
 
+def test_gpu_layers_auto_is_sized_for_the_chat_that_reopens(
+    tmp_path: Path, default_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgellm import planner
+    from edgellm.tui.app import ChatApp
+    from edgellm.tui.chat_settings import ChatSettings
+    from edgellm.tui.sessions import SessionStore
+
+    db = tmp_path / "chats.db"
+    store = SessionStore(db)
+    store.new_chat(str(default_model), settings=ChatSettings().to_json())
+    store.close()
+    sized: list[Path] = []
+
+    def plan(path, ctx=None, **kw):  # noqa: ANN001, ANN202 - planner.plan_gpu_layers' signature
+        sized.append(Path(path))
+        return planner.GpuFit(7, 30, 0, 0, 0)
+
+    started: list[int] = []
+    monkeypatch.setattr(planner, "plan_gpu_layers", plan)
+    monkeypatch.setattr(ChatApp, "run", lambda app: started.append(app.new_chat_settings.n_gpu_layers))
+    assert main(["chat", "--db", str(db), "--gpu-layers", "auto"]) == 0
+    assert sized == [default_model] and started == [7]
+
+
 def test_bad_database_is_one_line_and_left_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "chats.db"
     db.write_text("not a database")
