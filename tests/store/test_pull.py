@@ -297,14 +297,6 @@ def test_unknown_and_unsafe_names_are_refused(env: dict[str, str], hub: FakeHub)
     assert hub.log == []
 
 
-def _has_pipeline() -> bool:
-    try:
-        import quantize
-    except ImportError:
-        return False
-    return callable(getattr(quantize, "run", None))
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """A tiny Llama-2 checkpoint in the Hub's layout (sharded safetensors + index + tokenizer), plus
@@ -324,7 +316,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return files
 
 
-@pytest.mark.skipif(not _has_pipeline(), reason="the conversion pipeline (quantize.run) is not built yet")
 def test_pull_converts_a_checkpoint_downloading_only_what_conversion_reads(
     env: dict[str, str], hub: FakeHub, checkpoint: dict[str, bytes]
 ) -> None:

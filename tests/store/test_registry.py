@@ -24,7 +24,7 @@ def test_bundled_registry_loads_every_entry() -> None:
     assert {e.name for e in reg} == set(MODELS)
     for entry in reg:
         assert entry.shape.params > 0 and entry.context >= 2048
-        assert entry.recommended in entry.gguf_files or entry.gguf_repo is None or entry.gguf_files
+        assert entry.gguf_repo is None or entry.recommended in entry.gguf_files, entry.name
 
 
 @pytest.mark.parametrize(
