@@ -26,7 +26,6 @@ class Answer:
     engine: ChatEngine | None = None
     dropped: int = 0  # oldest messages left out to fit the context
     dropped_noted: bool = False
-    started_at: float = field(default_factory=time.perf_counter)
     first_piece_at: float = 0.0
     stats: TurnStats | None = None
     error: BaseException | None = None

@@ -7,12 +7,12 @@ import sys
 from collections.abc import Callable, Iterable
 from functools import partial
 
-import llama_cpp
 import psutil
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from edgellm.engine import LoadOptions
+from edgellm.hardware import gpu_offload_supported
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.engines import EngineSlot
 from edgellm.tui.screens.chat import ACTIONS, ChatScreen
@@ -50,7 +50,7 @@ class ChatApp(App[None]):
         self.new_chat_settings = new_chat_settings or ChatSettings()
         self.new_chat_system = new_chat_system
         self.memory_in_use = memory_probe
-        self.gpu_offload = bool(llama_cpp.llama_supports_gpu_offload())
+        self.gpu_offload = gpu_offload_supported()
         theme = store.pref("theme")
         if theme in THEMES:
             self.theme = theme

@@ -20,9 +20,6 @@ from edgellm.resolve import resolve_model
 class ChatTurn(Protocol):
     stats: TurnStats
 
-    @property
-    def text(self) -> str: ...
-
     def __iter__(self) -> Iterator[str]: ...
 
 
@@ -65,8 +62,9 @@ class EngineSlot:
         self._key: tuple[str, LoadOptions] | None = None
         self.engine: ChatEngine | None = None
 
-    def holds(self, model: str, options: LoadOptions) -> bool:
-        return self.engine is not None and self._key == (model, options)
+    def held(self, model: str, options: LoadOptions) -> ChatEngine | None:
+        """The engine if it is ``model`` loaded with ``options``, else None."""
+        return self.engine if self._key == (model, options) else None
 
     @contextlib.contextmanager
     def use(self, model: str, options: LoadOptions) -> Iterator[ChatEngine]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgellm import durable
 from edgellm.errors import EdgeLLMError
-from edgellm.tui.sessions import Chat, Message
+from edgellm.tui.sessions import STATE_LABELS, Chat, Message
 
 ROLE_HEADINGS = {"user": "You", "assistant": "Assistant"}
 
@@ -26,7 +26,7 @@ def to_markdown(chat: Chat, messages: list[Message]) -> str:
         author = ROLE_HEADINGS.get(m.role, m.role)
         if m.role == "assistant" and m.stats.get("model"):
             author = str(m.stats["model"])
-        suffix = {"stopped": " (stopped)", "error": " (failed)", "streaming": " (interrupted)"}.get(m.state, "")
+        suffix = f" ({STATE_LABELS[m.state]})" if m.state in STATE_LABELS else ""
         lines += [f"## {author}{suffix}", "", m.content, ""]
     return "\n".join(lines).rstrip() + "\n"
 

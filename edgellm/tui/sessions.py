@@ -40,6 +40,9 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+NEW_CHAT_TITLE = "New chat"  # replaced by the first message's opening words
+# How a message that did not finish is labelled (on screen and in exports); "done" has none.
+STATE_LABELS = {"stopped": "stopped", "error": "failed", "streaming": "interrupted"}
 
 
 def default_path() -> Path:
@@ -143,7 +146,7 @@ class SessionStore:
         return _chat(row)
 
     def new_chat(
-        self, model: str, *, title: str = "New chat", system: str | None = None, settings: dict | None = None
+        self, model: str, *, title: str = NEW_CHAT_TITLE, system: str | None = None, settings: dict | None = None
     ) -> Chat:
         now = time.time()
         cur = self._db.execute(

@@ -18,10 +18,10 @@ from edgellm.tui.export import export_path, write_markdown
 from edgellm.tui.screens.dialogs import ConfirmDialog, TextDialog
 from edgellm.tui.screens.model_picker import ModelPicker
 from edgellm.tui.screens.settings import SettingsResult, SettingsScreen
-from edgellm.tui.sessions import Chat
+from edgellm.tui.sessions import NEW_CHAT_TITLE, Chat
 from edgellm.tui.system_prompt import model_template
 from edgellm.tui.widgets.chat_list import ChatItem, ChatList
-from edgellm.tui.widgets.chat_view import NEW_CHAT_TITLE, ChatView
+from edgellm.tui.widgets.chat_view import ChatView
 from edgellm.tui.widgets.message import code_blocks
 from edgellm.tui.widgets.status_bar import StatusBar
 
@@ -230,7 +230,7 @@ class ChatScreen(Screen[None]):
         if chat is None:
             return
         view = self.chat_view
-        engine = view.slot.engine if view.slot.holds(chat.model, view.load_options) else None
+        engine = view.slot.held(chat.model, view.load_options)
         template = engine.template if engine is not None else await asyncio.to_thread(model_template, chat.model)
         result: SettingsResult | None = await self.app.push_screen_wait(SettingsScreen(chat, template))
         if result is None:

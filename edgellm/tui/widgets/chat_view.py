@@ -23,7 +23,7 @@ from edgellm.placement import layer_split
 from edgellm.tui.answer import Answer, produce
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.engines import ChatEngine, EngineSlot
-from edgellm.tui.sessions import Chat, Message, SessionStore
+from edgellm.tui.sessions import NEW_CHAT_TITLE, Chat, Message, SessionStore
 from edgellm.tui.widgets.message import MessageView, NoticeView
 from edgellm.tui.widgets.prompt import PromptInput
 from edgellm.tui.widgets.status_bar import StatusBar
@@ -31,7 +31,6 @@ from edgellm.tui.widgets.status_bar import StatusBar
 FLUSH_SECONDS = 0.1  # repaint (and save) a streaming answer at most 10 times a second
 STATUS_LIVE_SECONDS = 0.5  # the live speed in the status bar, at most twice a second
 TITLE_LENGTH = 48
-NEW_CHAT_TITLE = "New chat"
 
 
 def title_from(text: str) -> str:
@@ -116,8 +115,7 @@ class ChatView(Vertical):
 
     @property
     def status_bar(self) -> StatusBar | None:
-        bars = self.screen.query(StatusBar)
-        return bars.first() if bars else None
+        return self.screen.query_one_optional(StatusBar)  # breadth-first: the bar is near the top
 
     @property
     def busy(self) -> bool:
@@ -197,7 +195,7 @@ class ChatView(Vertical):
     def preload(self) -> None:
         """Load the chat's model in the background so the first answer starts at once."""
         chat = self.chat
-        if chat is None or self.slot.holds(chat.model, self.load_options):
+        if chat is None or self.slot.held(chat.model, self.load_options) is not None:
             return
         self.app.call_from_thread(self._set_activity, "loading model…")
         try:
@@ -224,7 +222,7 @@ class ChatView(Vertical):
         if bar is None or self.chat is None:
             return
         st = bar.status
-        engine = self.slot.engine if self.slot.holds(self.chat.model, self.load_options) else None
+        engine = self.slot.held(self.chat.model, self.load_options)
         if engine is not None:
             st.model, st.file_type, st.context_size = engine.info.name, engine.info.file_type, engine.n_ctx
             st.split = layer_split(engine.options.n_gpu_layers, engine.info.block_count, self.app.gpu_offload)
@@ -280,7 +278,7 @@ class ChatView(Vertical):
         assert self.chat is not None
         self.answer = Answer(self.chat.model, self.load_options, self.history(), self.settings)
         self._answer_row = None
-        held = self.slot.engine if self.slot.holds(self.chat.model, self.load_options) else None
+        held = self.slot.held(self.chat.model, self.load_options)
         author = held.info.name if held is not None else self.chat.model
         placeholder = Message(0, self.chat.id, "assistant", "", "streaming", {"model": author})
         self._answer_view = MessageView(placeholder, author, live=True)
@@ -346,9 +344,9 @@ class ChatView(Vertical):
         if not activity_changed and now - self._status_at < STATUS_LIVE_SECONDS:
             return
         self._status_at = now
-        if answer.pieces:
+        if answer.pieces and answer.stats is not None:  # the engine's TTFT: the number shown when it ends
             bar.status.generation_tps = answer.live_tps
-            bar.status.ttft_seconds = answer.first_piece_at - answer.started_at
+            bar.status.ttft_seconds = answer.stats.ttft_seconds
         bar.refresh_status()
 
     async def _finish(self, answer: Answer) -> None:

@@ -9,9 +9,7 @@ from textual.containers import Vertical
 from textual.widgets import Label, Markdown, Static
 from textual.widgets.markdown import MarkdownFence
 
-from edgellm.tui.sessions import Message
-
-STATE_LABELS = {"stopped": "stopped", "error": "failed", "streaming": "interrupted"}
+from edgellm.tui.sessions import STATE_LABELS, Message
 
 
 def stats_label(stats: dict[str, object]) -> str:

@@ -24,7 +24,7 @@ class Status:
     context_size: int = 0
     rss_bytes: int = 0
     split: str = ""
-    activity: str = ""  # "loading…", "thinking…", "generating…"
+    activity: str = ""  # "loading model…", "reading prompt…", "writing…" (see Answer.activity)
 
     def line(self) -> str:
         parts = [f"{self.model} {self.file_type}".strip() or "no model"]
