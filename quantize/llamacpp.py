@@ -17,6 +17,7 @@ import gguf
 from edgellm import gguf_file
 from quantize.errors import OutputError
 from quantize.progress import Progress
+from quantize.tensors import FLOAT_TYPES
 
 F = gguf.LlamaFileType
 
@@ -32,7 +33,7 @@ class FileType:
 
     @property
     def is_float(self) -> bool:
-        return self.name in ("f32", "f16", "bf16")
+        return self.name in FLOAT_TYPES
 
 
 FILE_TYPES: dict[str, FileType] = {

@@ -12,53 +12,18 @@ folder or in the Hugging Face cache."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from math import prod
 from pathlib import Path
 
 import gguf
-import numpy as np
 
 from quantize.errors import CheckpointError, ConfigError, UnsupportedModel
 from quantize.families import find_family
 from quantize.progress import Progress
-from quantize.sources import Checkpoint, TensorRef, load_config, open_checkpoint
-from quantize.sources.lora import Adapter, FamilyView, LoraPair, f32, read_adapter
+from quantize.sources import Checkpoint, load_config, open_checkpoint
+from quantize.sources.lora import Adapter, FamilyView, LoraPair, ScaledTensor, read_adapter
 from quantize.tensors import FLOAT_TYPES, TensorPlan
 from quantize.writer import atomic_output, write_gguf
-
-
-@dataclass
-class ScaledTensor:
-    """``ref`` in float32 times ``factor``: B with a per-tensor scale folded in."""
-
-    ref: TensorRef
-    factor: float
-    dtype: str = "F32"
-
-    @property
-    def name(self) -> str:
-        return self.ref.name
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.ref.shape
-
-    @property
-    def file(self) -> Path:
-        return self.ref.file
-
-    @property
-    def locator(self) -> tuple[str, int]:
-        return self.ref.locator
-
-    def read_rows(self, start: int, stop: int) -> np.ndarray:
-        rows = np.array(f32(self.ref, start, stop), dtype=np.float32, copy=True)
-        rows *= np.float32(self.factor)
-        return rows
-
-    def release(self, start: int, stop: int) -> None:
-        self.ref.release(start, stop)
 
 
 def merge_command(adapter: Adapter) -> str:
@@ -135,7 +100,7 @@ def plan_adapter(adapter: Adapter, base: Checkpoint, outtype: str) -> tuple[list
                 f"{list(shapes[found[0]])}: the adapter was trained for another base model"
             )
         factor = pair.scale * pair.rank / alpha
-        b = pair.b if factor == 1 else ScaledTensor(pair.b, factor)
+        b = pair.b if factor == 1 else ScaledTensor(pair.b.name, pair.b, factor)
         plans.append(TensorPlan(f"{found[1]}.lora_a", pair.a, out))
         plans.append(TensorPlan(f"{found[1]}.lora_b", b, out, view.hf_row_transform(name)))
     return plans, alpha

@@ -2,7 +2,8 @@
 
 gguf's GGUFWriter writes the header, metadata and tensor directory (all sizes are known up front
 from the plans); the tensor data is then appended block by block straight from the converted
-arrays, so memory holds one block, never a tensor list or the model."""
+arrays (a background thread writes one while the next is converted), so memory holds a few
+blocks, never a tensor list or the model."""
 
 from __future__ import annotations
 

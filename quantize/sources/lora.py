@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gguf
 import numpy as np
@@ -81,13 +81,13 @@ class LoraPair:
 
 
 @dataclass
-class MergedTensor:
-    """A base tensor plus LoRA deltas, computed a row block at a time in float32."""
+class DerivedTensor:
+    """Rows computed in float32 from ``base``'s, a block at a time; where they are read from (file,
+    locator, release) is ``base``'s."""
 
     name: str
     base: TensorRef
-    deltas: tuple[LoraPair, ...]
-    dtype: str = "F32"
+    dtype: ClassVar[str] = "F32"
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -101,14 +101,33 @@ class MergedTensor:
     def locator(self) -> tuple[str, int]:
         return self.base.locator
 
+    def release(self, start: int, stop: int) -> None:
+        self.base.release(start, stop)
+
+
+@dataclass
+class MergedTensor(DerivedTensor):
+    """A base tensor plus LoRA deltas."""
+
+    deltas: tuple[LoraPair, ...] = ()
+
     def read_rows(self, start: int, stop: int) -> np.ndarray:
-        rows = np.array(f32(self.base, start, stop), dtype=np.float32, copy=True)
+        rows = f32(self.base, start, stop)
+        if not rows.flags.owndata:  # a view of the mapped file (an F32 base): never write into it
+            rows = rows.copy()
         for delta in self.deltas:
             rows += delta.rows(start, stop)
         return rows
 
-    def release(self, start: int, stop: int) -> None:
-        self.base.release(start, stop)
+
+@dataclass
+class ScaledTensor(DerivedTensor):
+    """``base`` times ``factor``: a LoRA B with a per-tensor scale folded in."""
+
+    factor: float = 1.0
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        return f32(self.base, start, stop) * np.float32(self.factor)
 
 
 @dataclass
