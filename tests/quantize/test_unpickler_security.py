@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 from pathlib import Path
 
@@ -51,33 +52,36 @@ def payload(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[RunsCommand
     return _payloads(marker)[request.param], marker
 
 
-def test_pytorch_model_bin_is_refused(payload: tuple[RunsCommand, Path], tmp_path: Path) -> None:
+def test_the_payloads_really_run_when_unpickled_by_torch(payload: tuple[RunsCommand, Path], tmp_path: Path) -> None:
+    """The control: what the refusals below keep from running does run under a plain torch.load."""
+    import torch
+
     evil, marker = payload
-    folder = tmp_path / "model"
-    _save(folder / "pytorch_model.bin", evil)
-    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(UnsafeCheckpoint, match=r"pytorch_model\.bin: refused: .*nothing was executed"):
-        open_checkpoint(folder)
-    assert not marker.exists()
+    torch.load(_save(tmp_path / "control.bin", evil), weights_only=False)
+    assert marker.exists()
 
 
-def test_meta_consolidated_pth_is_refused(payload: tuple[RunsCommand, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("folder", "file", "sidecar", "sidecar_json", "opener"),
+    [
+        ("model", "pytorch_model.bin", "config.json", {"model_type": "llama"}, open_checkpoint),
+        ("llama-2-7b", "consolidated.00.pth", "params.json", {"dim": 4, "n_layers": 1, "n_heads": 1, "norm_eps": 1e-5},
+         open_checkpoint),
+        ("lora", "adapter_model.bin", "adapter_config.json", {"peft_type": "LORA", "r": 4, "lora_alpha": 8},
+         read_adapter),
+    ],
+    ids=["pytorch_model.bin", "consolidated.pth", "adapter_model.bin"],
+)
+def test_a_pickled_checkpoint_that_would_run_a_command_is_refused(  # noqa: PLR0913
+    payload: tuple[RunsCommand, Path], tmp_path: Path, folder: str, file: str, sidecar: str,
+    sidecar_json: dict, opener,  # noqa: ANN001
+) -> None:  # fmt: skip
     evil, marker = payload
-    folder = tmp_path / "llama-2-7b"
-    _save(folder / "consolidated.00.pth", evil)
-    (folder / "params.json").write_text(json.dumps({"dim": 4, "n_layers": 1, "n_heads": 1, "norm_eps": 1e-5}))
-    with pytest.raises(UnsafeCheckpoint, match=r"consolidated\.00\.pth: refused"):
-        open_checkpoint(folder)
-    assert not marker.exists()
-
-
-def test_lora_adapter_bin_is_refused(payload: tuple[RunsCommand, Path], tmp_path: Path) -> None:
-    evil, marker = payload
-    folder = tmp_path / "lora"
-    _save(folder / "adapter_model.bin", evil)
-    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8}))
-    with pytest.raises(UnsafeCheckpoint, match=r"adapter_model\.bin: refused"):
-        read_adapter(folder)
+    where = tmp_path / folder
+    _save(where / file, evil)
+    (where / sidecar).write_text(json.dumps(sidecar_json))
+    with pytest.raises(UnsafeCheckpoint, match=rf"{re.escape(file)}: refused: .*nothing was executed"):
+        opener(where)
     assert not marker.exists()
 
 
