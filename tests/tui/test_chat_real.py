@@ -114,12 +114,13 @@ async def test_regenerate_replaces_the_last_answer(make_real_app) -> None:
         assert len(view.query(MessageView)) == 2
 
 
-async def test_edit_and_resend_replaces_message_and_answer(make_real_app) -> None:
+async def test_edit_and_resend_replaces_message_and_answer(make_real_app, engine: Engine) -> None:
     app = make_real_app()
     async with app.run_test(size=(100, 30)) as pilot:
         view = chat_view(app)
         await send(pilot, "What is the capital of France?")
         await wait_idle(pilot)
+        first = app.store.messages(view.chat.id)
         await pilot.press("up")  # in the empty box: edit the last message
         assert view.prompt.text == "What is the capital of France?" and view.editing is not None
         view.prompt.clear()
@@ -131,6 +132,9 @@ async def test_edit_and_resend_replaces_message_and_answer(make_real_app) -> Non
         assert [(r[0], r[1]) for r in saved][0] == ("user", "What is the capital of Italy?")
         assert [r[0] for r in saved] == ["user", "assistant"]
         assert [v.content for v in view.query(MessageView)][0] == "What is the capital of Italy?"
+        answer = app.store.messages(view.chat.id)[1]
+        assert answer.created > first[1].created  # a new answer, not the old one kept (ids are reused)
+        assert answer.content == engine.chat(view.history()[:-1], view.settings.sampling()).result()  # greedy
 
 
 async def test_chats_persist_and_reopen_where_left(make_real_app, db_path) -> None:
