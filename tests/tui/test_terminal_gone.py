@@ -22,6 +22,7 @@ def test_chat_quits_when_the_terminal_closes(tmp_path: Path) -> None:
     shown, deadline = b"", time.time() + 60
     while len(shown) < 2000 and time.time() < deadline:  # the screen is up
         shown += os.read(master, 65536)
+    assert len(shown) >= 2000, shown[-500:]  # the app drew its screen before its terminal went away
     os.close(master)
     try:
         assert proc.wait(timeout=15) == 0
