@@ -52,7 +52,7 @@ class ChatApp(App[None]):
         self.memory_in_use = memory_probe
         self.gpu_offload = gpu_offload_supported()
         theme = store.pref("theme")
-        if theme in THEMES:
+        if theme in self.available_themes:  # the toggle's two, or any picked in the palette
             self.theme = theme
 
     def get_default_screen(self) -> Screen:

@@ -148,9 +148,12 @@ async def test_theme_toggle_is_remembered(make_scripted_app, db_path) -> None:
         await pilot.press("ctrl+t")
         await pilot.pause()
         assert not app.current_theme.dark
+        app.theme = "nord"  # what the palette's "Change theme" does
+        await pilot.pause()
     store = SessionStore(db_path)
-    again = ChatApp(store, slot=app.slot, model="scripted")
-    assert again.theme == "textual-light"
+    assert ChatApp(store, slot=app.slot, model="scripted").theme == "nord"
+    store.set_pref("theme", "textual-light")
+    assert ChatApp(store, slot=app.slot, model="scripted").theme == "textual-light"
     store.close()
 
 
