@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from bench import gpu_cli
-from edgellm import backends
 from edgellm.benchmark import Setting, run_settings
-from edgellm.engine import Engine, LoadOptions, default_threads
 from edgellm.gguf_file import inspect
 from edgellm.resolve import resolve_model
+from edgellm.runtime import backends
+from edgellm.runtime.engine import Engine, LoadOptions, default_threads
 
 N_LOGIT_TOKENS = 128
 

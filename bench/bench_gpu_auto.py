@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from bench import gpu_cli
-from edgellm import backends
-from edgellm.hardware import probe
 from edgellm.planner import estimate, for_file, vram_headroom
+from edgellm.runtime import backends
+from edgellm.runtime.hardware import probe
 
 # Runs in the hog process: llama.cpp's CUDA build brings libcudart; find it, make this process's
 # context, then take all but argv[1] bytes of what is free.

@@ -81,7 +81,7 @@ def gpu_layers(layers: str, block_count: int) -> int:
 
 def evaluate(path: Path, n_gpu_layers: int, mode: str, batch: int, tokens: list[int]) -> np.ndarray:
     """Logits of ``tokens`` (the worker's job, in a process of its own)."""
-    from edgellm.engine import Engine, LoadOptions
+    from edgellm.runtime.engine import Engine, LoadOptions
 
     exact = mode == "exact"
     options = LoadOptions(n_ctx=2048, n_gpu_layers=n_gpu_layers, op_offload=n_gpu_layers != 0,

@@ -22,7 +22,7 @@ import psutil
 from bench.report import machine, write_section
 from edgellm import planner
 from edgellm.default_model import default_model_path
-from edgellm.engine import Engine, LoadOptions
+from edgellm.runtime.engine import Engine, LoadOptions
 from tests.store.tiny_gguf import write_tiny_llama
 
 MIB = 1 << 20

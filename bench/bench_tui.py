@@ -31,7 +31,7 @@ from pathlib import Path
 import psutil
 
 from bench.report import machine, write_section
-from edgellm.engine import default_threads
+from edgellm.runtime.engine import default_threads
 
 PROMPT = "Write a very long essay about the history of Rome."
 EDGELLM = [sys.executable, "-m", "edgellm"]

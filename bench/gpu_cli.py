@@ -30,7 +30,7 @@ def rendered_only(args: argparse.Namespace, section: str, render: Render) -> boo
 
 def measured_on() -> dict[str, object]:
     """Where the numbers come from: this machine and its first GPU; stops without a GPU build."""
-    from edgellm import backends
+    from edgellm.runtime import backends
 
     gpus = backends.gpus()
     if not gpus:

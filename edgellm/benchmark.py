@@ -21,9 +21,9 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
-from edgellm.engine import Engine, LoadOptions, SamplingParams
 from edgellm.errors import EdgeLLMError
 from edgellm.evaluate import bos_token, load_text
+from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
 from edgellm.units import human_count
 
 N_BATCH = 512

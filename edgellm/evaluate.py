@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgellm.engine import Engine, LoadOptions
 from edgellm.errors import EdgeLLMError
+from edgellm.runtime.engine import Engine, LoadOptions
 
 BUNDLED = {"en": "eval_en.txt", "zh": "eval_zh.txt"}
 KLD_PERCENTILES = (99.9, 99.0, 95.0, 90.0, 50.0, 10.0, 5.0, 1.0, 0.1)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgellm.errors import EdgeLLMError
-from edgellm.hardware import Machine, probe
 from edgellm.registry import ModelEntry, Shape
+from edgellm.runtime.hardware import Machine, probe
 from edgellm.units import human_bytes
 
 # Average bits per weight of llama.cpp's quantization mixes (file size x 8 / parameters of its

@@ -14,8 +14,9 @@ from typing import Any
 
 import gguf
 
-from edgellm import chat_templates, paths
+from edgellm import paths
 from edgellm.errors import EdgeLLMError
+from edgellm.runtime import chat_templates
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -95,7 +95,7 @@ def quantize_file(src: Path, dst: Path, ftype: FileType, *, n_params: int, threa
     llama.cpp; ``dst`` is written in place (callers pass a temporary name)."""
     import llama_cpp
 
-    from edgellm import llama_log
+    from edgellm.runtime import llama_log
 
     llama_log.install(verbose=False)
     params = llama_cpp.llama_model_quantize_default_params()

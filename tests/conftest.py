@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgellm.default_model import default_model_path
-from edgellm.engine import Engine, LoadOptions
+from edgellm.runtime.engine import Engine, LoadOptions
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edgellm.engine import Engine, LoadOptions
 from edgellm.errors import BadModelFile
 from edgellm.gguf_file import inspect
+from edgellm.runtime.engine import Engine, LoadOptions
 from tests import gguf_edit
 from tests.gguf_edit import T
 
@@ -95,7 +95,7 @@ def test_llama_cpp_refusal_reason_reaches_the_user(default_model: Path, tmp_path
 
 
 def test_probe_remembers_good_files(default_model: Path) -> None:
-    from edgellm import probe
+    from edgellm.runtime import probe
 
     probe.probe(default_model)
     assert any(probe._load_cache().values())

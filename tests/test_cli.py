@@ -117,7 +117,7 @@ def test_show_reports_where_layers_run() -> None:  # the wording itself: tests/t
 
 
 def test_show_advises_against_q4_1_and_q5_1_on_cuda(default_model: Path) -> None:
-    from edgellm.placement import offload_note
+    from edgellm.runtime.placement import offload_note
 
     assert "prefer Q4_K_M" in offload_note("Q4_1", ["CUDA0"], 12)
     assert "on Q5_1" in offload_note("q5_1", ["CUDA0", "CUDA1"], -1)

@@ -9,8 +9,8 @@ import sys
 
 import psutil
 
-from edgellm import backends
 from edgellm.commands.doctor import build_warnings
+from edgellm.runtime import backends
 
 
 def doctor(*args: str) -> subprocess.CompletedProcess[str]:

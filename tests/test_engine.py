@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from edgellm.engine import Engine, SamplingParams, Turn
+from edgellm.runtime.engine import Engine, SamplingParams, Turn
 
 FRANCE = [
     {"role": "system", "content": "You are a helpful assistant."},

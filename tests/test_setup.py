@@ -12,7 +12,7 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
-from edgellm.backends import CPU_FEATURES, cpu_flags
+from edgellm.runtime.backends import CPU_FEATURES, cpu_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = ROOT / "scripts" / "setup.sh"

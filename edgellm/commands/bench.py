@@ -12,9 +12,9 @@ import llama_cpp
 
 from edgellm.benchmark import Setting, bench_context, run_settings, table
 from edgellm.commands.options import gpu_layers
-from edgellm.engine import default_threads
 from edgellm.gguf_file import inspect
 from edgellm.resolve import resolve_model
+from edgellm.runtime.engine import default_threads
 
 
 def int_list(minimum: int):  # noqa: ANN201 (an argparse type)

@@ -10,10 +10,11 @@ from importlib.metadata import version
 
 import psutil
 
-from edgellm import __version__, backends
+from edgellm import __version__
 from edgellm.default_model import default_model_path
-from edgellm.engine import default_threads
 from edgellm.errors import EdgeLLMError
+from edgellm.runtime import backends
+from edgellm.runtime.engine import default_threads
 from edgellm.units import human_bytes
 
 REBUILD = "rebuild with `rm .venv/.llama-cpp-build && make setup`"

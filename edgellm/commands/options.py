@@ -7,9 +7,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from edgellm.engine import LoadOptions, SamplingParams
 from edgellm.errors import BadModelFile, BadOption, EdgeLLMError
 from edgellm.resolve import resolve_model
+from edgellm.runtime.engine import LoadOptions, SamplingParams
 
 
 def add_load_options(p: argparse.ArgumentParser) -> None:

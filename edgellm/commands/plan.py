@@ -9,8 +9,8 @@ from collections.abc import Callable
 from edgellm import planner, registry
 from edgellm.commands.list import table
 from edgellm.commands.options import gpu_layers
-from edgellm.hardware import Machine, probe
 from edgellm.resolve import looks_like_path, resolve_model
+from edgellm.runtime.hardware import Machine, probe
 from edgellm.store import Store, parse_ref
 from edgellm.units import human_bytes, human_count
 

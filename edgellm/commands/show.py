@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from edgellm import backends
 from edgellm.commands.options import gpu_layers
 from edgellm.gguf_file import GGUFInfo, inspect
-from edgellm.placement import layer_split, offload_note
 from edgellm.resolve import resolve_model
+from edgellm.runtime import backends
+from edgellm.runtime.placement import layer_split, offload_note
 from edgellm.units import human_bytes, human_count
 
 

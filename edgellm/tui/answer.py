@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from edgellm.engine import LoadOptions, TurnStats
+from edgellm.runtime.engine import LoadOptions, TurnStats
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.engines import ChatEngine, EngineSlot
 

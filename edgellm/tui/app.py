@@ -11,8 +11,8 @@ import psutil
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
-from edgellm.engine import LoadOptions
-from edgellm.hardware import gpu_offload_supported
+from edgellm.runtime.engine import LoadOptions
+from edgellm.runtime.hardware import gpu_offload_supported
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.engines import EngineSlot
 from edgellm.tui.screens.chat import ACTIONS, ChatScreen

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
-from edgellm.engine import LoadOptions, SamplingParams
+from edgellm.runtime.engine import LoadOptions, SamplingParams
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The one model the TUI holds in memory, swapped when a chat asks for another model or load options.
 
 A laptop holds one model at a time: the slot frees the old engine before it loads the next. The
-TUI talks to the engine only through `ChatEngine`, which `edgellm.engine.Engine` satisfies and the
+TUI talks to the engine only through `ChatEngine`, which `edgellm.runtime.engine.Engine` satisfies and the
 tests' scripted engine imitates."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from edgellm.engine import Engine, LoadOptions, SamplingParams, TurnStats
 from edgellm.gguf_file import GGUFInfo
 from edgellm.planner import check_load
 from edgellm.resolve import resolve_model
+from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams, TurnStats
 
 
 class ChatTurn(Protocol):

@@ -11,8 +11,8 @@ from edgellm import planner, registry
 from edgellm.default_model import default_model_path
 from edgellm.errors import EdgeLLMError
 from edgellm.gguf_file import inspect
-from edgellm.hardware import Machine, probe
 from edgellm.resolve import resolve_model
+from edgellm.runtime.hardware import Machine, probe
 from edgellm.store import Store
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
-from edgellm import llama_log
+from edgellm.runtime import llama_log
 
 
 def requantize(src: Path, dst: Path, ftype: int) -> Path:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edgellm.cli import main
-from edgellm.engine import Engine, LoadOptions, SamplingParams
+from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
 from quantize.convert import convert, prepare
 from quantize.errors import CheckpointError, ConfigError, ConvertError, UnsupportedModel, VocabMismatch
 from quantize.families.llama import CHINESE_LLAMA2_VOCAB, variant

@@ -9,7 +9,7 @@ import llama_cpp
 import pytest
 
 from edgellm.cli import main
-from edgellm.engine import Engine, LoadOptions, SamplingParams
+from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
 from quantize import FILE_TYPES, quantize, run
 
 from .builders import MULTILINGUAL

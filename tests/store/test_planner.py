@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from edgellm import hardware, planner, registry
+from edgellm import planner, registry
 from edgellm.errors import EdgeLLMError
-from edgellm.hardware import Gpu, Machine
+from edgellm.runtime import hardware
+from edgellm.runtime.hardware import Gpu, Machine
 
 GIB = 1 << 30
 MIB = 1 << 20

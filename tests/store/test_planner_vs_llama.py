@@ -11,8 +11,8 @@ import llama_cpp
 import pytest
 
 from edgellm import planner
-from edgellm.engine import Engine, LoadOptions
 from edgellm.registry import Shape
+from edgellm.runtime.engine import Engine, LoadOptions
 from tests.store.tiny_gguf import write_tiny_llama
 
 MIB = 1 << 20

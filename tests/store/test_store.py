@@ -145,8 +145,8 @@ def test_cli_list_show_run_rm_by_name(store: Store, pulled: Path) -> None:
 
 
 def test_registry_template_applies_to_a_pulled_file_without_one(store: Store, tmp_path: Path) -> None:
-    from edgellm import chat_templates
-    from edgellm.engine import Engine, LoadOptions
+    from edgellm.runtime import chat_templates
+    from edgellm.runtime.engine import Engine, LoadOptions
     from tests.store.tiny_gguf import write_tiny_llama
 
     bare = write_tiny_llama(tmp_path / "bare.gguf")  # carries no tokenizer.chat_template

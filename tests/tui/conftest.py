@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from edgellm.engine import Engine, LoadOptions
+from edgellm.runtime.engine import Engine, LoadOptions
 from edgellm.tui.app import ChatApp
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.engines import EngineSlot

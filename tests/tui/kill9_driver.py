@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgellm.engine import LoadOptions
+from edgellm.runtime.engine import LoadOptions
 from edgellm.tui.app import ChatApp
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.sessions import SessionStore

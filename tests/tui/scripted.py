@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgellm import chat_templates
-from edgellm.engine import LoadOptions, SamplingParams, TurnStats
 from edgellm.errors import ContextOverflow
 from edgellm.gguf_file import GGUFInfo
+from edgellm.runtime import chat_templates
+from edgellm.runtime.engine import LoadOptions, SamplingParams, TurnStats
 
 INFO = GGUFInfo(
     path=Path("/models/scripted.gguf"),

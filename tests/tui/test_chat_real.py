@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from edgellm.engine import Engine
+from edgellm.runtime.engine import Engine
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.widgets.message import MessageView
 from edgellm.tui.widgets.status_bar import StatusBar

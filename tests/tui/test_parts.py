@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edgellm import chat_templates
 from edgellm.gguf_file import inspect
-from edgellm.placement import layer_split
+from edgellm.runtime import chat_templates
+from edgellm.runtime.placement import layer_split
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.system_prompt import family_default, model_template
 from edgellm.tui.widgets.chat_view import title_from

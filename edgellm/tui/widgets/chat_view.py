@@ -17,9 +17,9 @@ from textual.message import Message as TextualMessage
 from textual.timer import Timer
 from textual.widget import Widget
 
-from edgellm.engine import LoadOptions
 from edgellm.errors import EdgeLLMError
-from edgellm.placement import layer_split
+from edgellm.runtime.engine import LoadOptions
+from edgellm.runtime.placement import layer_split
 from edgellm.tui.answer import Answer, produce
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.engines import ChatEngine, EngineSlot

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgellm.engine import Engine, LoadOptions
+from edgellm.runtime.engine import Engine, LoadOptions
 from quantize.convert import prepare
 
 from .fixtures import (

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgellm import chat_templates
-from edgellm.engine import Engine, LoadOptions, SamplingParams
+from edgellm.runtime import chat_templates
+from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
 from quantize.convert import run
 from quantize.llamacpp import DEFAULT_TYPE
 

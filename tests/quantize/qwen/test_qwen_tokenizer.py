@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import llama_cpp
 import pytest
 
-from edgellm import chat_templates
-from edgellm.engine import Engine
+from edgellm.runtime import chat_templates
+from edgellm.runtime.engine import Engine
 
 from .conftest import Converted
 from .fixtures import (

@@ -46,7 +46,7 @@ def probe(path: Path, n_gpu_layers: int = 0) -> None:
     cache = _load_cache()
     if cache.get(key):
         return
-    cmd = [sys.executable, "-m", "edgellm.probe", str(path), str(n_gpu_layers)]
+    cmd = [sys.executable, "-m", "edgellm.runtime.probe", str(path), str(n_gpu_layers)]
     env = {**os.environ, "GGML_NO_BACKTRACE": "1"}  # no gdb session on abort
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=_TIMEOUT_S, env=env)
@@ -81,7 +81,7 @@ def _child(path: str, n_gpu_layers: int) -> int:
     """Load, create a tiny context, decode the BOS token: every step llama.cpp may abort in."""
     import llama_cpp
 
-    from edgellm import llama_log
+    from edgellm.runtime import llama_log
 
     llama_log.install(verbose=True)  # the parent shows the last line if we die
     llama_cpp.llama_backend_init()

@@ -1,6 +1,6 @@
 """What this machine has to run a model with: RAM (psutil) and, in a GPU build, VRAM.
 
-VRAM is asked of ggml's own device registry (edgellm.backends: what llama.cpp will plan with, for
+VRAM is asked of ggml's own device registry (edgellm.runtime.backends: what llama.cpp will plan with, for
 CUDA, Metal, Vulkan alike), else of `nvidia-smi`; and only when llama.cpp was built with GPU
 offload: a CPU build has no VRAM to plan for, whatever the hardware."""
 
@@ -76,7 +76,7 @@ def gpu_offload_supported() -> bool:
 
 
 def ggml_gpus() -> tuple[Gpu, ...]:
-    from edgellm import backends
+    from edgellm.runtime import backends
 
     return tuple(Gpu(d.description or d.name, d.total, d.free) for d in backends.gpus() if d.total)
 
