@@ -15,7 +15,7 @@ import time
 import llama_cpp
 
 from bench.report import machine, write_section
-from edgellm.default_model import default_model_path
+from edgellm.models.default_model import default_model_path
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams, default_threads
 
 PROMPT = [{"role": "user", "content": "Write a very long essay about the history of Rome."}]

@@ -19,8 +19,8 @@ import numpy as np
 
 from bench import gpu_cli
 from edgellm.benchmark import Setting, run_settings
-from edgellm.gguf_file import inspect
-from edgellm.resolve import resolve_model
+from edgellm.models.gguf_file import inspect
+from edgellm.models.resolve import resolve_model
 from edgellm.runtime import backends
 from edgellm.runtime.engine import Engine, LoadOptions, default_threads
 

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from bench import gpu_cli
-from edgellm.planner import estimate, for_file, vram_headroom
 from edgellm.runtime import backends
 from edgellm.runtime.hardware import probe
+from edgellm.runtime.planner import estimate, for_file, vram_headroom
 
 # Runs in the hog process: llama.cpp's CUDA build brings libcudart; find it, make this process's
 # context, then take all but argv[1] bytes of what is free.
@@ -119,7 +119,7 @@ def scenario(name: str, model: str, leave_free: int | None, context: int) -> dic
 
 
 def measure(model: str) -> list[dict[str, object]]:
-    from edgellm.resolve import resolve_model
+    from edgellm.models.resolve import resolve_model
 
     geom, weights, est = for_file(resolve_model(model))
     half = geom.layers // 2

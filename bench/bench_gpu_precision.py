@@ -148,7 +148,7 @@ def compare(logits: dict[Run, np.ndarray], own: str) -> dict[str, object]:
 
 def measure(source: Path, folder: Path, types: list[str]) -> dict[str, object]:
     """``source`` in F32, F16 and its own type; and ``types`` quantized from the F32 copy."""
-    from edgellm.gguf_file import inspect
+    from edgellm.models.gguf_file import inspect
 
     info = inspect(source)
     files = {"F32": rewritten(source, "F32", folder), "F16": rewritten(source, "F16", folder)}
@@ -246,7 +246,7 @@ def main() -> None:
     if gpu_cli.rendered_only(args, "gpu-precision", render):
         return
     from bench.bench_gpu import converted_test_model
-    from edgellm.resolve import resolve_model
+    from edgellm.models.resolve import resolve_model
 
     results = gpu_cli.measured_on()
     types = [t.strip().upper() for t in args.types.split(",") if t.strip()]

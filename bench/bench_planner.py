@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 
 from bench.report import machine, write_section
-from edgellm import planner
-from edgellm.default_model import default_model_path
+from edgellm.models.default_model import default_model_path
+from edgellm.runtime import planner
 from edgellm.runtime.engine import Engine, LoadOptions
 from tests.store.tiny_gguf import write_tiny_llama
 
@@ -74,7 +74,7 @@ def main() -> None:
         f"""## Memory planner vs llama.cpp
 
 {machine()}. `python -m bench.bench_planner`. Estimate = weights + KV cache + compute buffers
-(edgellm.planner); allocated = the buffers llama.cpp logs (model + KV + compute + output); RSS growth =
+(edgellm.runtime.planner); allocated = the buffers llama.cpp logs (model + KV + compute + output); RSS growth =
 the process over load and a 256-token prompt (mmapped weights count once touched; untouched KV pages do not).
 
 | model | ctx | flash attn | estimate MiB | allocated MiB | error | RSS growth MiB |

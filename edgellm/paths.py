@@ -39,5 +39,5 @@ def cache_dir() -> Path:
 
 
 def models_dir() -> Path:
-    """The model store: one folder per model name, GGUF files inside (see edgellm.store)."""
+    """The model store: one folder per model name, GGUF files inside (see edgellm.models.store)."""
     return data_dir() / "models"

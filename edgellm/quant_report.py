@@ -15,7 +15,7 @@ from edgellm import plot
 from edgellm.benchmark import Rate, generation_rate, markdown_table
 from edgellm.errors import EdgeLLMError
 from edgellm.evaluate import EvalPlan, EvalResult, OnChunk, compare_loaded, prepare_reference
-from edgellm.gguf_file import GGUFInfo, inspect
+from edgellm.models.gguf_file import GGUFInfo, inspect
 from edgellm.units import human_bytes
 
 _FLOAT_FILE_TYPES = frozenset({"F16", "BF16", "F32", "ALL_F32"})

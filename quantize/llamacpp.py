@@ -1,7 +1,7 @@
 """The "quantize" step: llama.cpp's own quantizer (`llama_model_quantize`) on all cores.
 
 llama.cpp aborts the process (no exception) on some bad inputs, so the input is validated by
-`edgellm.gguf_file.inspect` first. The call runs on a worker thread (ctypes releases the GIL);
+`edgellm.models.gguf_file.inspect` first. The call runs on a worker thread (ctypes releases the GIL);
 the main thread draws progress from the growing output file and stays responsive to Ctrl-C."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gguf
 
-from edgellm import gguf_file
+from edgellm.models import gguf_file
 from quantize.errors import OutputError
 from quantize.progress import Progress
 from quantize.tensors import FLOAT_TYPES

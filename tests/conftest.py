@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgellm.default_model import default_model_path
+from edgellm.models.default_model import default_model_path
 from edgellm.runtime.engine import Engine, LoadOptions
 
 

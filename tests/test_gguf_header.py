@@ -7,7 +7,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from edgellm.gguf_header import HeaderError, read_header
+from edgellm.models.gguf_header import HeaderError, read_header
 from tests import gguf_edit
 
 

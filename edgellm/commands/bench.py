@@ -12,8 +12,8 @@ import llama_cpp
 
 from edgellm.benchmark import Setting, bench_context, run_settings, table
 from edgellm.commands.options import gpu_layers
-from edgellm.gguf_file import inspect
-from edgellm.resolve import resolve_model
+from edgellm.models.gguf_file import inspect
+from edgellm.models.resolve import resolve_model
 from edgellm.runtime.engine import default_threads
 
 

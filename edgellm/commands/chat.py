@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from edgellm.commands.options import add_load_options, add_sampling_options, load_options
-from edgellm.gguf_file import inspect
-from edgellm.resolve import looks_like_path, resolve_model
+from edgellm.models.gguf_file import inspect
+from edgellm.models.resolve import looks_like_path, resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:

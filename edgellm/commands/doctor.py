@@ -11,8 +11,8 @@ from importlib.metadata import version
 import psutil
 
 from edgellm import __version__
-from edgellm.default_model import default_model_path
 from edgellm.errors import EdgeLLMError
+from edgellm.models.default_model import default_model_path
 from edgellm.runtime import backends
 from edgellm.runtime.engine import default_threads
 from edgellm.units import human_bytes

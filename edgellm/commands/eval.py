@@ -10,7 +10,7 @@ import time
 from typing import TextIO
 
 from edgellm.evaluate import EvalPlan, EvalResult, OnChunk, compare, perplexity, prepare_reference
-from edgellm.resolve import resolve_model
+from edgellm.models.resolve import resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:

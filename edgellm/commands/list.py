@@ -7,10 +7,10 @@ import json
 import time
 from pathlib import Path
 
-from edgellm import registry
-from edgellm.default_model import default_model_path
 from edgellm.errors import EdgeLLMError
-from edgellm.store import STAGING, Store, StoredModel
+from edgellm.models import registry
+from edgellm.models.default_model import default_model_path
+from edgellm.models.store import STAGING, Store, StoredModel
 from edgellm.units import human_bytes, human_count
 
 
@@ -52,7 +52,7 @@ def table(rows: list[list[str]]) -> str:
 def _parameters(model: StoredModel) -> int | None:
     if model.parameters is not None:
         return model.parameters
-    from edgellm import gguf_file
+    from edgellm.models import gguf_file
 
     try:
         return gguf_file.inspect(model.path).parameters
@@ -65,7 +65,7 @@ def _default_row() -> dict[str, object] | None:
         path = default_model_path()
     except EdgeLLMError:
         return None
-    from edgellm import gguf_file
+    from edgellm.models import gguf_file
 
     info = gguf_file.inspect(path)
     st = path.stat()

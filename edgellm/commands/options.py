@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from edgellm.errors import BadModelFile, BadOption, EdgeLLMError
-from edgellm.resolve import resolve_model
+from edgellm.models.resolve import resolve_model
 from edgellm.runtime.engine import LoadOptions, SamplingParams
 
 
@@ -49,10 +49,10 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
 
 def gpu_layers(value: str, model: Path | None = None, n_ctx: int | None = None, *, verbose: bool = False) -> int:
     """`--gpu-layers N|all|-1|auto`: llama.cpp takes -1 for all layers; `auto` offloads as many as
-    free VRAM holds (edgellm.planner), 0 without a GPU build or a model to size; ``verbose`` says
+    free VRAM holds (edgellm.runtime.planner), 0 without a GPU build or a model to size; ``verbose`` says
     on stderr what `auto` chose from which numbers."""
     if value == "auto":
-        from edgellm.planner import plan_gpu_layers
+        from edgellm.runtime.planner import plan_gpu_layers
 
         if model is None:
             return 0
@@ -68,7 +68,7 @@ def gpu_layers(value: str, model: Path | None = None, n_ctx: int | None = None, 
 
 
 def load_options(args: argparse.Namespace) -> LoadOptions:
-    """The load options, after checking (edgellm.planner) that the model fits this machine with them."""
+    """The load options, after checking (edgellm.runtime.planner) that the model fits this machine with them."""
     model = resolve_model(args.model) if getattr(args, "model", None) else None
     options = LoadOptions(
         n_ctx=args.ctx,
@@ -80,7 +80,7 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
         loras=lora_options(args),
     )
     if model is not None:
-        from edgellm.planner import check_load
+        from edgellm.runtime.planner import check_load
 
         check_load(model, options.n_ctx, options.n_gpu_layers, flash_attn=options.flash_attn)
     return options

@@ -6,12 +6,13 @@ import argparse
 import json
 from collections.abc import Callable
 
-from edgellm import planner, registry
 from edgellm.commands.list import table
 from edgellm.commands.options import gpu_layers
-from edgellm.resolve import looks_like_path, resolve_model
+from edgellm.models import registry
+from edgellm.models.resolve import looks_like_path, resolve_model
+from edgellm.models.store import Store, parse_ref
+from edgellm.runtime import planner
 from edgellm.runtime.hardware import Machine, probe
-from edgellm.store import Store, parse_ref
 from edgellm.units import human_bytes, human_count
 
 
@@ -72,7 +73,7 @@ def plan_file(path: str, args: argparse.Namespace, machine: Machine) -> list[dic
     geom, weights, est = planner.for_file(path, args.ctx)
     layers = _layers(args.gpu_layers, lambda: planner.fit_gpu_layers(geom, weights, est.ctx, machine), geom.layers)
     est = planner.estimate(geom, weights, est.ctx, gpu_layers=layers)
-    from edgellm import gguf_file
+    from edgellm.models import gguf_file
 
     return [_row(gguf_file.inspect(path).file_type, "file", est, machine)]
 

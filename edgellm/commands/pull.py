@@ -11,10 +11,11 @@ import os
 import shutil
 from pathlib import Path
 
-from edgellm import gguf_file, hub, planner, registry
 from edgellm.errors import EdgeLLMError
-from edgellm.registry import ModelEntry
-from edgellm.store import Ref, Store, StoredModel, parse_ref
+from edgellm.models import gguf_file, hub, registry
+from edgellm.models.registry import ModelEntry
+from edgellm.models.store import Ref, Store, StoredModel, parse_ref
+from edgellm.runtime import planner
 from edgellm.units import human_bytes
 
 

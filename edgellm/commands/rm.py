@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from edgellm.errors import EdgeLLMError
-from edgellm.store import Store, parse_ref
+from edgellm.models.store import Store, parse_ref
 from edgellm.units import human_bytes
 
 

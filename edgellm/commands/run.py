@@ -9,7 +9,7 @@ import threading
 from typing import TextIO
 
 from edgellm.commands.options import add_load_options, add_sampling_options, load_options, sampling_params
-from edgellm.resolve import resolve_model
+from edgellm.models.resolve import resolve_model
 from edgellm.runtime.engine import Engine, SamplingParams, Turn
 
 _DONE = object()

@@ -6,8 +6,8 @@ import argparse
 import json
 
 from edgellm.commands.options import gpu_layers
-from edgellm.gguf_file import GGUFInfo, inspect
-from edgellm.resolve import resolve_model
+from edgellm.models.gguf_file import GGUFInfo, inspect
+from edgellm.models.resolve import resolve_model
 from edgellm.runtime import backends
 from edgellm.runtime.placement import layer_split, offload_note
 from edgellm.units import human_bytes, human_count

@@ -2,8 +2,8 @@
 
 Owns the Engine (one llama.cpp model + context, chat turns, streaming, cancellation), the runner
 process that hosts it (so a llama.cpp abort never takes a front end down), the load probe,
-llama.cpp's log capture, chat templates, the backend/hardware queries and the CPU/GPU layer
-placement. May import: ``edgellm.errors``, ``edgellm.paths``, ``edgellm.units``,
-``edgellm.durable`` and ``edgellm.models`` (to read GGUF headers and plan memory); never the
-commands, the TUI, the server or measurement.
+llama.cpp's log capture, the backend/hardware queries, the memory planner (will it fit, how
+many layers go to the GPU) and the CPU/GPU layer placement. May import ``edgellm.models`` and
+the foundation modules (``edgellm.errors``, ``paths``, ``units``, ``durable``); never the
+commands, the TUI, the server, measurement or ``quantize``.
 """

@@ -21,9 +21,9 @@ import llama_cpp
 import numpy as np
 import psutil
 
-from edgellm import gguf_file, planner, store
 from edgellm.errors import BadModelFile, ContextOverflow, EdgeLLMError
-from edgellm.runtime import chat_templates, llama_log, probe
+from edgellm.models import chat_templates, gguf_file, store
+from edgellm.runtime import llama_log, planner, probe
 
 # Architectures whose own tokenizers NFC-normalize input (llama.cpp does not).
 _NFC_ARCHITECTURES = frozenset({"qwen", "qwen2"})

@@ -11,10 +11,10 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from edgellm.gguf_file import GGUFInfo
-from edgellm.planner import check_load
-from edgellm.resolve import resolve_model
+from edgellm.models.gguf_file import GGUFInfo
+from edgellm.models.resolve import resolve_model
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams, TurnStats
+from edgellm.runtime.planner import check_load
 
 
 class ChatTurn(Protocol):

@@ -7,13 +7,14 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgellm import planner, registry
-from edgellm.default_model import default_model_path
 from edgellm.errors import EdgeLLMError
-from edgellm.gguf_file import inspect
-from edgellm.resolve import resolve_model
+from edgellm.models import registry
+from edgellm.models.default_model import default_model_path
+from edgellm.models.gguf_file import inspect
+from edgellm.models.resolve import resolve_model
+from edgellm.models.store import Store
+from edgellm.runtime import planner
 from edgellm.runtime.hardware import Machine, probe
-from edgellm.store import Store
 
 
 @dataclass(frozen=True)

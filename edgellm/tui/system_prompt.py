@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 
-from edgellm import gguf_file, store
 from edgellm.errors import EdgeLLMError
-from edgellm.resolve import resolve_model
-from edgellm.runtime import chat_templates
+from edgellm.models import chat_templates, gguf_file, store
+from edgellm.models.resolve import resolve_model
 
 _MARKER = "\x00system-marker\x00"
 _QUESTION = [{"role": "user", "content": "\x00question\x00"}]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import gguf
 
-from edgellm.runtime import chat_templates
+from edgellm.models import chat_templates
 from quantize.errors import UnsupportedModel
 from quantize.families import Family, HParams, require
 from quantize.families.rope import rope_scaling, rope_theta

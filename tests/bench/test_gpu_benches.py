@@ -11,8 +11,8 @@ import pytest
 
 from bench import bench_gpu_auto, bench_gpu_precision
 from bench.bench_gpu_precision import Run, compare, nmse, plan, run_in_process
-from edgellm.planner import GpuFit
 from edgellm.runtime.engine import Engine, LoadOptions
+from edgellm.runtime.planner import GpuFit
 
 RESULTS = Path(bench_gpu_precision.__file__).with_name("results_gpu_precision_h200.json")
 

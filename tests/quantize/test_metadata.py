@@ -7,7 +7,7 @@ import gguf
 import numpy as np
 import pytest
 
-from edgellm.runtime import chat_templates
+from edgellm.models import chat_templates
 
 from .conftest import CHAT_TEMPLATE, LAYOUTS
 from .reference import gguf_fields, hf_tokenizer

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edgellm import planner, registry
 from edgellm.errors import EdgeLLMError
-from edgellm.runtime import hardware
+from edgellm.models import registry
+from edgellm.runtime import hardware, planner
 from edgellm.runtime.hardware import Gpu, Machine
 
 GIB = 1 << 30
@@ -153,7 +153,7 @@ def test_plan_cli_for_a_registry_model_and_a_file(default_model: Path) -> None:
 
 
 def test_plan_a_type_not_pulled_while_another_is(default_model: Path) -> None:
-    from edgellm.store import Ref, Store
+    from edgellm.models.store import Ref, Store
 
     Store().install(default_model, Ref("llama-2-7b", "Q4_K_M"), {}, move=False)
     proc = cli("plan", "llama-2-7b:Q8_0", "--json")

@@ -10,8 +10,8 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
-from edgellm import planner
-from edgellm.registry import Shape
+from edgellm.models.registry import Shape
+from edgellm.runtime import planner
 from edgellm.runtime.engine import Engine, LoadOptions
 from tests.store.tiny_gguf import write_tiny_llama
 

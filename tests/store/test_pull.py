@@ -327,7 +327,7 @@ def test_pull_converts_a_checkpoint_downloading_only_what_conversion_reads(
     assert fetched == {n for n in checkpoint if n.endswith((".safetensors", ".json", ".model"))}
     assert not hub.requests(contains="pytorch_model.bin") and not hub.requests(contains="consolidated")
     path = stored(env, "tiny-llama", "Q8_0")
-    from edgellm.gguf_file import inspect
+    from edgellm.models.gguf_file import inspect
 
     info = inspect(path)
     assert info.file_type == "Q8_0" and info.architecture == "llama"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from edgellm import paths, registry
-from edgellm.registry import RegistryError
+from edgellm import paths
+from edgellm.models import registry
+from edgellm.models.registry import RegistryError
 
 if sys.version_info >= (3, 11):
     import tomllib

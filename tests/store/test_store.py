@@ -13,8 +13,8 @@ import pytest
 
 from edgellm import paths
 from edgellm.errors import EdgeLLMError
-from edgellm.resolve import resolve_model
-from edgellm.store import BadName, Ref, Store, parse_ref
+from edgellm.models.resolve import resolve_model
+from edgellm.models.store import BadName, Ref, Store, parse_ref
 
 
 @pytest.fixture()
@@ -145,7 +145,7 @@ def test_cli_list_show_run_rm_by_name(store: Store, pulled: Path) -> None:
 
 
 def test_registry_template_applies_to_a_pulled_file_without_one(store: Store, tmp_path: Path) -> None:
-    from edgellm.runtime import chat_templates
+    from edgellm.models import chat_templates
     from edgellm.runtime.engine import Engine, LoadOptions
     from tests.store.tiny_gguf import write_tiny_llama
 

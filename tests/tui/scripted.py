@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgellm.errors import ContextOverflow
-from edgellm.gguf_file import GGUFInfo
-from edgellm.runtime import chat_templates
+from edgellm.models import chat_templates
+from edgellm.models.gguf_file import GGUFInfo
 from edgellm.runtime.engine import LoadOptions, SamplingParams, TurnStats
 
 INFO = GGUFInfo(

@@ -31,7 +31,7 @@ def test_bad_model_is_one_line(argv: list[str], message: str, capsys: pytest.Cap
 def test_gpu_layers_auto_is_sized_for_the_chat_that_reopens(
     tmp_path: Path, default_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edgellm import planner
+    from edgellm.runtime import planner
     from edgellm.tui.app import ChatApp
     from edgellm.tui.chat_settings import ChatSettings
     from edgellm.tui.sessions import SessionStore

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edgellm.gguf_file import inspect
-from edgellm.runtime import chat_templates
+from edgellm.models import chat_templates
+from edgellm.models.gguf_file import inspect
 from edgellm.runtime.placement import layer_split
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.system_prompt import family_default, model_template

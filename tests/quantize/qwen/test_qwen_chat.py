@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgellm.runtime import chat_templates
+from edgellm.models import chat_templates
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
 from quantize.convert import run
 from quantize.llamacpp import DEFAULT_TYPE

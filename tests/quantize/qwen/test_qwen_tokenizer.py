@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import llama_cpp
 import pytest
 
-from edgellm.runtime import chat_templates
+from edgellm.models import chat_templates
 from edgellm.runtime.engine import Engine
 
 from .conftest import Converted

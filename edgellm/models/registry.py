@@ -16,7 +16,7 @@ import gguf
 
 from edgellm import paths
 from edgellm.errors import EdgeLLMError
-from edgellm.runtime import chat_templates
+from edgellm.models import chat_templates
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -12,7 +12,7 @@ from pathlib import Path
 import gguf
 
 from edgellm.errors import BadModelFile
-from edgellm.gguf_header import HeaderError, read_header
+from edgellm.models.gguf_header import HeaderError, read_header
 
 KNOWN_ARCHITECTURES = frozenset(gguf.MODEL_ARCH_NAMES.values())
 _FILE_TYPES = {t.value: t.name.removeprefix("MOSTLY_") for t in gguf.LlamaFileType}

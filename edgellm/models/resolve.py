@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgellm.default_model import default_model_path
 from edgellm.errors import EdgeLLMError
+from edgellm.models.default_model import default_model_path
 
 
 def looks_like_path(text: str) -> bool:
@@ -26,8 +26,8 @@ def resolve_model(name: str) -> Path:
         return default_model_path()
     if looks_like_path(name):
         return Path(name).expanduser()
-    from edgellm import registry
-    from edgellm.store import Store, parse_ref
+    from edgellm.models import registry
+    from edgellm.models.store import Store, parse_ref
 
     ref = parse_ref(name)
     known = registry.load()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgellm.errors import EdgeLLMError
-from edgellm.registry import ModelEntry, Shape
+from edgellm.models.registry import ModelEntry, Shape
 from edgellm.runtime.hardware import Machine, probe
 from edgellm.units import human_bytes
 
@@ -116,7 +116,7 @@ class Weights:
 
     @classmethod
     def from_gguf(cls, path: Path, layers: int) -> Weights:
-        from edgellm.gguf_header import read_header
+        from edgellm.models.gguf_header import read_header
 
         blocks = output = total = 0
         for t in read_header(Path(path)).tensors:
@@ -282,7 +282,7 @@ def for_entry(entry: ModelEntry, qtype: str, ctx: int | None = None, **kw: objec
 @functools.lru_cache(maxsize=16)
 def _sized(path: str, size: int, mtime_ns: int) -> tuple[Geometry, Weights]:
     """A GGUF file's geometry and weight bytes, once per file version (a chat asks per message)."""
-    from edgellm import gguf_file
+    from edgellm.models import gguf_file
 
     info = gguf_file.inspect(path)
     geom = Geometry.from_gguf(info)
@@ -291,7 +291,7 @@ def _sized(path: str, size: int, mtime_ns: int) -> tuple[Geometry, Weights]:
 
 def for_file(path: str | os.PathLike[str], ctx: int | None = None, **kw: object) -> tuple[Geometry, Weights, Estimate]:
     """A GGUF file, weights counted exactly from its tensors."""
-    from edgellm import gguf_file
+    from edgellm.models import gguf_file
 
     try:
         st = os.stat(path)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edgellm import durable, paths
 from edgellm.errors import EdgeLLMError
-from edgellm.registry import FILE_TYPES, NAME_RE
+from edgellm.models.registry import FILE_TYPES, NAME_RE
 
 STAGING = ".partial"  # temporary files, on the store's own file system so renames are atomic
 

@@ -4,7 +4,7 @@ gguf's GGUFReader materialises every element of every array (151,643 vocabulary 
 Qwen: 15-25 s in Python); a model's header is needed on every start, so arrays are skipped here
 and kept only as their length. Every length and string in the header is checked against the
 file's size, so a corrupt header is a clean `HeaderError`, never a huge allocation or a numpy
-reshape error; where the tensors' data lies is checked by `edgellm.gguf_file.inspect`."""
+reshape error; where the tensors' data lies is checked by `edgellm.models.gguf_file.inspect`."""
 
 from __future__ import annotations
 
