@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import machine, write_section  # noqa: E402
-from edgellm.benchmark import Setting, run_settings  # noqa: E402
+from edgellm.measure.benchmark import Setting, run_settings  # noqa: E402
 from edgellm.models.default_model import default_model_path  # noqa: E402
 from edgellm.runtime.engine import default_threads  # noqa: E402
 from tests.quantize.builders import write_synthetic  # noqa: E402

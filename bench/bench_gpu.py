@@ -1,6 +1,6 @@
 """Partial GPU offload, measured: 0, half and all layers on the GPU.
 
-For each model: prompt (pp512) and generation (tg128) tokens/s through `edgellm.benchmark`
+For each model: prompt (pp512) and generation (tg128) tokens/s through `edgellm.measure.benchmark`
 (each setting in a fresh process, as `edgellm bench`), the VRAM the offload takes (ggml's own
 device memory, before and after loading), and how far the GPU's logits are from the CPU's on the
 same tokens (NMSE and top-1 agreement; f16 tolerance). Needs a GPU build (EDGELLM_GPU=cuda).
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import gpu_cli
-from edgellm.benchmark import Setting, run_settings
+from edgellm.measure.benchmark import Setting, run_settings
 from edgellm.models.gguf_file import inspect
 from edgellm.models.resolve import resolve_model
 from edgellm.runtime import backends

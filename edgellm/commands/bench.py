@@ -10,8 +10,8 @@ import sys
 
 import llama_cpp
 
-from edgellm.benchmark import Setting, bench_context, run_settings, table
 from edgellm.commands.options import gpu_layers
+from edgellm.measure.benchmark import Setting, bench_context, run_settings, table
 from edgellm.models.gguf_file import inspect
 from edgellm.models.resolve import resolve_model
 from edgellm.runtime.engine import default_threads

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import TextIO
 
-from edgellm.evaluate import EvalPlan, EvalResult, OnChunk, compare, perplexity, prepare_reference
+from edgellm.measure.evaluate import EvalPlan, EvalResult, OnChunk, compare, perplexity, prepare_reference
 from edgellm.models.resolve import resolve_model
 
 

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return lora_only(args)
     run_quantize = quantize.run
     if args.report:
-        from edgellm.quant_report import quantize_and_report as run_quantize
+        from edgellm.measure.quant_report import quantize_and_report as run_quantize
     outputs = run_quantize(
         args.src, args.type, out=args.output, outdir=args.outdir, threads=args.threads, force=args.force,
         loras=args.lora,

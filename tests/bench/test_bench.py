@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgellm.benchmark import BenchRow
 from edgellm.cli import main
+from edgellm.measure.benchmark import BenchRow
 
 SMALL = ["-p", "32", "-n", "8", "-r", "2"]
 

@@ -13,7 +13,7 @@ import pytest
 
 from edgellm.cli import main
 from edgellm.errors import EdgeLLMError
-from edgellm.evaluate import EvalPlan, compare, load_text, perplexity, prepare_reference
+from edgellm.measure.evaluate import EvalPlan, compare, load_text, perplexity, prepare_reference
 
 N_CTX = 64
 PLAN = EvalPlan(text_spec="bundled:en", n_ctx=N_CTX, max_chunks=3, threads=2)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgellm import plot, quant_report
 from edgellm.cli import main
-from edgellm.evaluate import EvalPlan, prepare_reference
-from edgellm.quant_report import build_report, table, write_plot
+from edgellm.measure import plot, quant_report
+from edgellm.measure.evaluate import EvalPlan, prepare_reference
+from edgellm.measure.quant_report import build_report, table, write_plot
 
 
 def read_png(path: Path) -> np.ndarray:

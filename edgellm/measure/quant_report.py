@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgellm import plot
-from edgellm.benchmark import Rate, generation_rate, markdown_table
 from edgellm.errors import EdgeLLMError
-from edgellm.evaluate import EvalPlan, EvalResult, OnChunk, compare_loaded, prepare_reference
+from edgellm.measure import plot
+from edgellm.measure.benchmark import Rate, generation_rate, markdown_table
+from edgellm.measure.evaluate import EvalPlan, EvalResult, OnChunk, compare_loaded, prepare_reference
 from edgellm.models.gguf_file import GGUFInfo, inspect
 from edgellm.units import human_bytes
 

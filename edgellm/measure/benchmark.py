@@ -22,7 +22,7 @@ import llama_cpp
 import numpy as np
 
 from edgellm.errors import EdgeLLMError
-from edgellm.evaluate import bos_token, load_text
+from edgellm.measure.evaluate import bos_token, load_text
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
 from edgellm.units import human_count
 
@@ -241,7 +241,7 @@ def _model_type(engine: Engine) -> str:
 
 
 def run_settings(path: Path, settings: list[Setting], progress=None) -> list[BenchRow]:  # noqa: ANN001
-    """Each setting in a fresh `python -m edgellm.benchmark` process; rows in order."""
+    """Each setting in a fresh `python -m edgellm.measure.benchmark` process; rows in order."""
     rows = []
     for i, setting in enumerate(settings, 1):
         if progress:
@@ -249,7 +249,7 @@ def run_settings(path: Path, settings: list[Setting], progress=None) -> list[Ben
         spec = json.dumps({"model": str(path), "setting": asdict(setting)})
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         done = subprocess.run(
-            [sys.executable, "-m", "edgellm.benchmark", spec], stdout=subprocess.PIPE, text=True, env=env, check=False
+            [sys.executable, "-m", "edgellm.measure.benchmark", spec], stdout=subprocess.PIPE, text=True, env=env, check=False
         )
         try:
             answer = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
