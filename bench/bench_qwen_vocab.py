@@ -20,8 +20,8 @@ import gguf
 import llama_cpp
 
 from bench.report import machine, write_section
-from quantize.vocab_bpe import load_byte_level_hf
-from quantize.vocab_tiktoken import load_tiktoken
+from quantize.vocab.bpe import load_byte_level_hf
+from quantize.vocab.tiktoken_bpe import load_tiktoken
 from tests.quantize.qwen.fixtures import CORPUS, qwen_tiktoken_path, stress_corpus, tiktoken_encoding
 from tests.quantize.qwen.fixtures import write_qwen15_tokenizer as write_tokenizer_json
 

@@ -249,7 +249,8 @@ def run_settings(path: Path, settings: list[Setting], progress=None) -> list[Ben
         spec = json.dumps({"model": str(path), "setting": asdict(setting)})
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         done = subprocess.run(
-            [sys.executable, "-m", "edgellm.measure.benchmark", spec], stdout=subprocess.PIPE, text=True, env=env, check=False
+            [sys.executable, "-m", "edgellm.measure.benchmark", spec],
+            stdout=subprocess.PIPE, text=True, env=env, check=False,
         )
         try:
             answer = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}

@@ -16,7 +16,7 @@ from edgellm.models import chat_templates
 from quantize.errors import CheckpointError, UnsupportedModel, VocabMismatch
 from quantize.families import Family, HParams, require
 from quantize.families.rope import rope_scaling, rope_theta
-from quantize.vocab_tiktoken import ENDOFTEXT, IM_END
+from quantize.vocab.tiktoken_bpe import ENDOFTEXT, IM_END
 
 if TYPE_CHECKING:
     from quantize.sources import Checkpoint

@@ -1,4 +1,4 @@
-"""quantize.spm_model reads tokenizer.model without protobuf: it must agree with SentencePiece
+"""quantize.vocab.spm_model reads tokenizer.model without protobuf: it must agree with SentencePiece
 itself on every piece, score and type, including user-defined pieces and added-on Chinese pieces."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import gguf
 import pytest
 import sentencepiece as spm
 
-from quantize import spm_model
+from quantize.vocab import spm_model
 
 from .builders import CHINESE, ENGLISH, extend_spm
 

@@ -326,7 +326,7 @@ def write_qwen15_checkpoint(folder: Path, model, *, merges_form: str = "pairs", 
 def _qwen15_vocab() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
     """The real Qwen vocabulary in tokenizer.json form; merges re-derived from the ranks (the same
     151,387 merges as Qwen/Qwen1.5-*'s tokenizer.json)."""
-    from quantize.vocab_tiktoken import byte_level, derive_merges
+    from quantize.vocab.tiktoken_bpe import byte_level, derive_merges
 
     ranked = sorted(qwen_ranks(), key=qwen_ranks().__getitem__)
     vocab = {byte_level(t): i for i, t in enumerate(ranked)}

@@ -1,8 +1,12 @@
-"""Tokenizer files → the GGUF ``tokenizer.ggml.*`` fields.
+"""The vocabulary readers: tokenizer files → the GGUF ``tokenizer.ggml.*`` fields.
+
+This package holds every reader: SentencePiece (``spm_model`` parses tokenizer.model itself),
+HF byte-level BPE (``bpe``) and tiktoken (``tiktoken_bpe``, Qwen-1); this module the shared
+``Vocab`` and the Llama-style readers.
 
 Readers are looked up by kind in ``READERS`` (a family lists the kinds it accepts, in order):
 ``"spm"`` reads tokenizer.model (+ added_tokens.json / added_tokens_decoder), ``"llama-hf"`` reads a
-Llama-style tokenizer.json; other modules add kinds (``"tiktoken"`` in quantize.vocab_tiktoken).
+Llama-style tokenizer.json; other modules add kinds (``"tiktoken"`` in quantize.vocab.tiktoken_bpe).
 A reader is ``(folder) -> Vocab | None``: None means its files are not there, so the next kind is
 tried. Special tokens and the chat template come from tokenizer_config.json for every kind."""
 
@@ -17,9 +21,9 @@ from typing import Any
 
 import gguf
 
-from quantize import spm_model
 from quantize.errors import VocabMismatch
 from quantize.sources import read_json
+from quantize.vocab import spm_model
 
 TT = gguf.TokenType
 SPECIAL_KINDS = ("bos", "eos", "unk", "pad", "sep")
@@ -28,8 +32,8 @@ SPECIAL_KINDS = ("bos", "eos", "unk", "pad", "sep")
 READERS: dict[str, str] = {
     "spm": "quantize.vocab:load_spm",
     "llama-hf": "quantize.vocab:load_llama_hf",
-    "tiktoken": "quantize.vocab_tiktoken:load_tiktoken",
-    "byte-level-hf": "quantize.vocab_bpe:load_byte_level_hf",
+    "tiktoken": "quantize.vocab.tiktoken_bpe:load_tiktoken",
+    "byte-level-hf": "quantize.vocab.bpe:load_byte_level_hf",
 }
 READER_FILES = {
     "spm": "tokenizer.model",
