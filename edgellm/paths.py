@@ -41,3 +41,13 @@ def cache_dir() -> Path:
 def models_dir() -> Path:
     """The model store: one folder per model name, GGUF files inside (see edgellm.models.store)."""
     return data_dir() / "models"
+
+
+def runtime_dir() -> Path:
+    """Files that live only while a process does (the runners' status files for `edgellm ps`):
+    $XDG_RUNTIME_DIR/edgellm, else the cache folder's ``run/`` (per user either way)."""
+    if not os.environ.get("EDGELLM_HOME"):
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        if xdg and os.path.isabs(xdg):
+            return Path(xdg) / APP
+    return cache_dir() / "run"

@@ -57,8 +57,10 @@ case "${EDGELLM_GPU:-}" in
   *) echo "unknown EDGELLM_GPU='${EDGELLM_GPU}' (use cuda, metal or vulkan)" >&2; exit 2 ;;
 esac
 
+# llama.cpp's RPC backend (libggml-rpc) on every build: `edgellm worker` and `--rpc` need it.
+CMAKE_WANT="$(cpu_cmake_args) $(gpu_cmake_args) -DGGML_RPC=ON"
 if [[ -n "${print_only:-}" ]]; then
-  echo "$(cpu_cmake_args) $(gpu_cmake_args)"
+  echo "$CMAKE_WANT"
   exit 0
 fi
 
@@ -69,7 +71,6 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 VPY="$VENV/bin/python"
 
-CMAKE_WANT="$(cpu_cmake_args) $(gpu_cmake_args)"
 STAMP="$VENV/.llama-cpp-build"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$LLAMA_CPP_PYTHON $CMAKE_WANT" ]] \
    && "$VPY" -c "import importlib.metadata as m; m.version('llama-cpp-python')" 2>/dev/null; then
