@@ -24,7 +24,7 @@ else:  # pragma: no cover - 3.10
     import tomli as tomllib
 
 # the repository's models.toml, packaged as edgellm/data/models.toml (a symlink in the source tree)
-BUNDLED = Path(__file__).resolve().parent / "data" / "models.toml"
+BUNDLED = Path(__file__).resolve().parent.parent / "data" / "models.toml"
 
 # Quantization types llama.cpp writes, by the names its tools and GGUF file names use.
 FILE_TYPES: tuple[str, ...] = tuple(
