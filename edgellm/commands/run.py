@@ -10,7 +10,8 @@ from typing import TextIO
 
 from edgellm.commands.options import add_load_options, add_sampling_options, load_options, sampling_params
 from edgellm.models.resolve import resolve_model
-from edgellm.runtime.engine import Engine, SamplingParams, Turn
+from edgellm.runtime.client import RemoteEngine, RemoteTurn
+from edgellm.runtime.engine import SamplingParams
 
 _DONE = object()
 
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def stream(engine: Engine, messages: list[dict[str, str]], params: SamplingParams, out: TextIO) -> Turn:
+def stream(engine: RemoteEngine, messages: list[dict[str, str]], params: SamplingParams, out: TextIO) -> RemoteTurn:
     """Print a turn as it is generated. The turn runs on a worker thread so that Ctrl-C stays
     responsive (it cancels the turn, prompt processing included) while llama.cpp computes."""
     turn = engine.chat(messages, params)
@@ -56,7 +57,7 @@ def stream(engine: Engine, messages: list[dict[str, str]], params: SamplingParam
     return turn
 
 
-def print_stats(turn: Turn) -> None:
+def print_stats(turn: RemoteTurn) -> None:
     s = turn.stats
     print(
         f"prompt: {s.prompt_tokens} tokens ({s.cached_tokens} cached), {s.prompt_tps:.1f} tok/s | "
@@ -67,7 +68,7 @@ def print_stats(turn: Turn) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with Engine(resolve_model(args.model), load_options(args)) as engine:
+    with RemoteEngine(resolve_model(args.model), load_options(args), model=args.model) as engine:
         if args.prompt is None and sys.stdin.isatty():
             return prompt_loop(engine, args)
         prompt = args.prompt if args.prompt is not None else sys.stdin.read()
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def prompt_loop(engine: Engine, args: argparse.Namespace) -> int:
+def prompt_loop(engine: RemoteEngine, args: argparse.Namespace) -> int:
     """Ollama-style `>>>` loop; the conversation is kept and trimmed to the context."""
     params = sampling_params(args)
     history = [{"role": "system", "content": args.system}] if args.system else []

@@ -7,6 +7,7 @@ import collections
 import ctypes
 import sys
 import threading
+from collections.abc import Iterable
 
 import llama_cpp
 
@@ -67,3 +68,15 @@ def _strip_prefixes(msg: str) -> str:
         return tail
     name, sep, rest = msg.partition(": ")
     return rest if sep and name.isidentifier() else msg
+
+
+def last_error(lines: Iterable[str]) -> str:
+    """The assertion or error llama.cpp printed last in a log (a dead process's stderr), without
+    its source path: what to tell the user about why it died."""
+    kept = [ln.strip() for ln in lines if ln.strip()]
+    for line in reversed(kept):
+        if "GGML_ASSERT" in line:
+            return line.rsplit(": ", 1)[-1]
+        if "error" in line.lower() or "failed" in line.lower() or "abort" in line.lower():
+            return _strip_prefixes(line)
+    return kept[-1] if kept else ""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edgellm import paths
 from edgellm.errors import BadModelFile
+from edgellm.runtime import llama_log
 
 _TIMEOUT_S = 600
 
@@ -57,7 +58,8 @@ def probe(path: Path, n_gpu_layers: int = 0) -> None:
             sig = signal.Signals(-done.returncode).name
         except ValueError:
             sig = f"signal {-done.returncode}"
-        raise BadModelFile(path, f"llama.cpp crashed loading this file ({sig}: {_why(done.stderr)}); re-convert it")
+        why = llama_log.last_error(done.stderr.splitlines()) or "no message"
+        raise BadModelFile(path, f"llama.cpp crashed loading this file ({sig}: {why}); re-convert it")
     # a clean refusal (exit 1) is reported by the real load in-process, with llama.cpp's reason
     if done.returncode == 0:
         cache[key] = True
@@ -68,20 +70,9 @@ def probe(path: Path, n_gpu_layers: int = 0) -> None:
         tmp.replace(target)
 
 
-def _why(stderr: str) -> str:
-    """The assertion or error llama.cpp printed before dying, without its source path."""
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    for line in reversed(lines):
-        if "GGML_ASSERT" in line or "error" in line.lower():
-            return line.rsplit(": ", 1)[-1] if "GGML_ASSERT" in line else line
-    return lines[-1] if lines else "no message"
-
-
 def _child(path: str, n_gpu_layers: int) -> int:
     """Load, create a tiny context, decode the BOS token: every step llama.cpp may abort in."""
     import llama_cpp
-
-    from edgellm.runtime import llama_log
 
     llama_log.install(verbose=True)  # the parent shows the last line if we die
     llama_cpp.llama_backend_init()

@@ -1,8 +1,9 @@
 """The one model the TUI holds in memory, swapped when a chat asks for another model or load options.
 
 A laptop holds one model at a time: the slot frees the old engine before it loads the next. The
-TUI talks to the engine only through `ChatEngine`, which `edgellm.runtime.engine.Engine` satisfies and the
-tests' scripted engine imitates."""
+TUI talks to the engine only through `ChatEngine`, which the runner process's `RemoteEngine` (and
+the in-process `Engine`) satisfies and the tests' scripted engine imitates. The TUI never loads
+llama.cpp itself: a runner that dies fails its turn, and the next turn starts a fresh one."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Protocol
 
 from edgellm.models.gguf_file import GGUFInfo
 from edgellm.models.resolve import resolve_model
-from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams, TurnStats
+from edgellm.runtime.client import RemoteEngine
+from edgellm.runtime.engine import LoadOptions, SamplingParams, TurnStats
 from edgellm.runtime.planner import check_load
 
 
@@ -42,10 +44,10 @@ Loader = Callable[[str, LoadOptions], ChatEngine]
 
 
 def load_engine(model: str, options: LoadOptions) -> ChatEngine:
-    """`default`, a store name or a .gguf path, loaded by llama.cpp once the planner says it fits."""
+    """`default`, a store name or a .gguf path, loaded in a runner process once the planner says it fits."""
     path = resolve_model(model)
     check_load(path, options.n_ctx, options.n_gpu_layers, flash_attn=options.flash_attn)
-    return Engine(path, options)
+    return RemoteEngine(path, options, model=model)
 
 
 def close_engine(engine: ChatEngine) -> None:
