@@ -68,6 +68,7 @@ class LoadOptions:
     flash_attn: bool | None = None  # None: llama.cpp decides (on where the backend supports it)
     kv_f32: bool = False  # f32 KV cache (exactness tests); f16 otherwise
     n_batch: int = 512
+    n_seq: int = 1  # sequences sharing the context (edgellm serve's slots); >1 unifies their KV cache
     repack: bool = True  # llama.cpp's extra (repacked / AMX) weight buffers
     op_offload: bool = True  # GPU builds: big batches of CPU layers still multiply on the GPU
     probe: bool = True  # load once in a child process first, so a llama.cpp crash cannot kill us
@@ -178,6 +179,8 @@ class Engine:
             False: llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
         }[opts.flash_attn]
         params.op_offload = opts.op_offload
+        params.n_seq_max = opts.n_seq
+        params.kv_unified = opts.n_seq > 1  # one cache for all sequences: a shared prefix is copied, not recomputed
         if opts.kv_f32:
             params.type_k = params.type_v = 0  # GGML_TYPE_F32
         params.no_perf = True
