@@ -10,22 +10,26 @@ from edgellm import __version__
 from edgellm.errors import EdgeLLMError
 
 # verb modules, in the order `edgellm --help` lists them; each has register(subparsers) and run(args)
-VERBS = ["run", "chat", "show", "pull", "list", "rm", "plan", "quantize", "bench", "eval", "doctor"]
+VERBS = ["run", "chat", "show", "pull", "list", "rm", "plan", "quantize", "bench", "eval", "doctor", "worker"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edgellm", description="Run open LLMs on a laptop CPU: convert, quantize, chat."
-    )
+    from edgellm.commands.options import Parser  # one-line usage errors, defaults in every help
+
+    parser = Parser(prog="edgellm", description="Run open LLMs on a laptop CPU: convert, quantize, chat.")
     parser.add_argument("--version", action="version", version=f"edgellm {__version__}")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb in VERBS:
         importlib.import_module(f"edgellm.commands.{verb}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:  # `edgellm` alone: what it can do, as `ollama` alone says
+        parser.print_help()
+        return 0
     try:
         return int(args.handler(args) or 0)
     except EdgeLLMError as err:

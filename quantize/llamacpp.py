@@ -119,3 +119,4 @@ def quantize_file(src: Path, dst: Path, ftype: FileType, *, n_params: int, threa
             problems = llama_log.errors_since(marker)
             why = problems[0].strip() if problems else f"error code {result[0] if result else '?'}"
             raise OutputError(f"{src}: llama.cpp could not quantize it to {ftype.name}: {why}")
+        bar.total = bar.done = dst.stat().st_size  # "done:" reports the file written, not the estimate

@@ -8,12 +8,11 @@ import itertools
 import json
 import sys
 
-import llama_cpp
-
-from edgellm.commands.options import gpu_layers
-from edgellm.measure.benchmark import Setting, bench_context, run_settings, table
+from edgellm.commands.options import GPU_LAYERS_HELP, gpu_layers, warn_gpu_layers, warn_threads
+from edgellm.measure.benchmark import BenchRow, Setting, bench_context, run_settings, table
 from edgellm.models.gguf_file import inspect
 from edgellm.models.resolve import resolve_model
+from edgellm.runtime import backends
 from edgellm.runtime.engine import default_threads
 
 
@@ -59,9 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="`default`, a model name or a path to a .gguf file")
     p.add_argument("--threads", type=int_list(1), default=None, metavar="LIST", help="e.g. 1,2,4 (default: cores)")
-    p.add_argument(
-        "--gpu-layers", type=layer_list, default=["0"], metavar="LIST", help="e.g. 0,16,all,auto (default 0)"
-    )
+    p.add_argument("--gpu-layers", type=layer_list, default=["0"], metavar="LIST",
+                   help=f"comma list, e.g. 0,16,all,auto; each is {GPU_LAYERS_HELP} (default: 0)")  # fmt: skip
     p.add_argument("-p", "--n-prompt", type=positive_int, default=512, metavar="N", help="prompt tokens (default 512)")
     p.add_argument("-n", "--n-gen", type=positive_int, default=128, metavar="N", help="generated tokens (default 128)")
     p.add_argument(
@@ -73,17 +71,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model = inspect(resolve_model(args.model)).path  # a bad file fails here, before any worker starts
-    threads = args.threads or [default_threads()]
+    threads = list(dict.fromkeys(args.threads or [default_threads()]))
+    for t in threads:
+        warn_threads(t)
     layers = [gpu_layers(v, model, bench_context(args.n_prompt, args.n_gen)) for v in args.gpu_layers]
+    warn_gpu_layers(layers)
+    if not backends.gpus():  # every layer count is the same CPU run: measure it once, as 0
+        layers = [0]
     settings = [
         Setting(threads=t, gpu_layers=g, n_prompt=args.n_prompt, n_gen=args.n_gen, reps=args.repetitions)
-        for t, g in itertools.product(threads, layers)
+        for t, g in itertools.product(threads, dict.fromkeys(layers))
     ]
-    if any(s.gpu_layers for s in settings) and not llama_cpp.llama_supports_gpu_offload():
-        print("note: this llama.cpp build has no GPU backend; --gpu-layers changes nothing", file=sys.stderr)
-    rows = run_settings(model, settings, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-    if args.json:
-        print(json.dumps([r.to_json() for r in rows], indent=2))
-    else:
-        print(table(rows))
+    rows: list[BenchRow] = []
+    try:
+        for row in run_settings(model, settings, progress=lambda msg: print(msg, file=sys.stderr, flush=True)):
+            rows.append(row)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {len(rows)} of {len(settings)} settings measured", file=sys.stderr)
+        if rows:
+            show(rows, args.json)
+        return 130
+    show(rows, args.json)
     return 0
+
+
+def show(rows: list[BenchRow], as_json: bool) -> None:
+    print(json.dumps([r.to_json() for r in rows], indent=2) if as_json else table(rows), flush=True)

@@ -95,11 +95,34 @@ def stored_rows() -> list[dict[str, object]]:
     return rows + [default] if default else rows
 
 
+def _bundled_row() -> list[dict[str, object]]:
+    """`default` as `list --all` shows it: the bundled model, always there."""
+    try:
+        path = default_model_path()
+    except EdgeLLMError:
+        return []
+    from edgellm.models import gguf_file
+
+    info = gguf_file.inspect(path)
+    return [{
+        "name": "default",
+        "parameters": info.parameters,
+        "context": info.context_length,
+        "license": str(info.metadata.get("general.license", "?")),
+        "gated": False,
+        "recommended": info.file_type,
+        "gguf": [info.file_type],
+        "repo": None,
+        "pulled": [info.file_type],
+        "description": f"{info.name}, bundled with edgellm",
+    }]  # fmt: skip
+
+
 def registry_rows() -> list[dict[str, object]]:
     pulled: dict[str, list[str]] = {}
     for m in Store().models():
         pulled.setdefault(m.name, []).append(m.qtype)
-    return [
+    return _bundled_row() + [
         {
             "name": e.name,
             "parameters": e.shape.params,
@@ -124,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     if args.all:
         lines = [["NAME", "PARAMS", "CONTEXT", "LICENSE", "SOURCE", "PULLED"]]
         for r in rows:
-            source = "gguf" if r["gguf"] else "convert"
+            source = "bundled" if r["name"] == "default" else "gguf" if r["gguf"] else "convert"
             lines.append(
                 [
                     str(r["name"]),

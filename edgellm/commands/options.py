@@ -1,22 +1,86 @@
-"""Options shared by the verbs that load a model (run, chat, bench)."""
+"""Options shared by the verbs that load a model (run, chat, bench), the parser every verb uses,
+and the checks that turn a bad value into one line before anything loads."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 from edgellm.errors import BadModelFile, BadOption, EdgeLLMError
 from edgellm.models.resolve import resolve_model
 from edgellm.runtime.engine import LoadOptions, SamplingParams
 
+GPU_LAYERS_HELP = "layers on the GPU: N, all or auto (auto: as many as free VRAM holds)"
+MIN_CTX = 256  # llama.cpp rounds a context up to a multiple of 256 (measured: --ctx 24 gives 256)
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        quiet = (None, False, argparse.SUPPRESS, [])
+        if action.option_strings and "default" not in text and action.default not in quiet:
+            text += " (default: %(default)s)"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (what, and where the help is) and whose
+    help shows defaults; subparsers are made of this class too."""
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def number(kind: type[int] | type[float], low: float | None = None, high: float | None = None,
+           *, also: tuple[float, ...] = ()) -> Callable[[str], float]:  # fmt: skip
+    """An argparse type: a finite ``kind`` in [low, high] (or one of ``also``), else a one-line error."""
+    bounds = " and ".join(
+        part for part in (f"at least {low}" if low is not None else "", f"at most {high}" if high is not None else "")
+        if part
+    )
+    allowed = bounds + "".join(f" (or {a})" for a in also)
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole' if kind is int else 'a'} number") from None
+        if value in also:
+            return value
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: it must be {allowed}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+CTX = number(int, 1)
+THREADS = number(int, 1)
+
+
+def add_ctx_option(p: argparse.ArgumentParser | argparse._ArgumentGroup, what: str = "context size in tokens") -> None:
+    p.add_argument("--ctx", type=CTX, default=None, metavar="N",
+                   help=f"{what} (default: the model's trained context, at most 4096)")  # fmt: skip
+
 
 def add_load_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("loading")
-    g.add_argument("--ctx", type=int, default=None, metavar="N", help="context size in tokens (default: 4096)")
-    g.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: physical cores)")
-    g.add_argument("--gpu-layers", default="0", metavar="N", help="layers to offload to the GPU (default 0)")
+    add_ctx_option(g)
+    g.add_argument("--threads", type=THREADS, default=None, metavar="N", help="CPU threads (default: physical cores)")
+    g.add_argument("--gpu-layers", default="0", metavar="N|all|auto", help=GPU_LAYERS_HELP)
     g.add_argument("--no-mmap", action="store_true", help="read the whole file into RAM instead of mapping it")
     g.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto",
                    help="flash attention (default: auto, llama.cpp's choice)")
@@ -37,14 +101,22 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
     d = SamplingParams()
     g = p.add_argument_group("sampling")
-    g.add_argument("--system", default=None, help="system prompt")
-    g.add_argument("--temperature", type=float, default=d.temperature, help=f"0 = greedy (default {d.temperature})")
-    g.add_argument("--top-k", type=int, default=d.top_k)
-    g.add_argument("--top-p", type=float, default=d.top_p)
-    g.add_argument("--min-p", type=float, default=d.min_p)
-    g.add_argument("--repeat-penalty", type=float, default=d.repeat_penalty)
-    g.add_argument("--max-tokens", type=int, default=d.max_tokens, help="-1 = until the context is full")
-    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--system", default=None, metavar="TEXT",
+                   help="system prompt (default: the model's own, if its template has one)")
+    g.add_argument("--temperature", type=number(float, 0), default=d.temperature, metavar="T",
+                   help="randomness; 0 = greedy")
+    g.add_argument("--top-k", type=number(int, 0), default=d.top_k, metavar="K",
+                   help="sample among the K likeliest tokens; 0 = all")
+    g.add_argument("--top-p", type=number(float, 0, 1), default=d.top_p, metavar="P",
+                   help="sample among the likeliest tokens that make up this probability; 1 = all")
+    g.add_argument("--min-p", type=number(float, 0, 1), default=d.min_p, metavar="P",
+                   help="drop tokens less likely than this fraction of the likeliest; 0 = off")
+    g.add_argument("--repeat-penalty", type=number(float, 0.01), default=d.repeat_penalty, metavar="X",
+                   help="divide the odds of recently seen tokens by this; 1 = off")
+    g.add_argument("--max-tokens", type=number(int, 1, also=(-1,)), default=d.max_tokens, metavar="N",
+                   help="longest answer in tokens; -1 = until the context is full")
+    g.add_argument("--seed", type=int, default=None, metavar="N",
+                   help="random seed, for repeatable answers (default: random)")
 
 
 def gpu_layers(value: str, model: Path | None = None, n_ctx: int | None = None, *, verbose: bool = False) -> int:
@@ -67,13 +139,53 @@ def gpu_layers(value: str, model: Path | None = None, n_ctx: int | None = None, 
     return int(value)
 
 
+def warn(message: str) -> None:
+    """A warning on stderr, worded the same by every command."""
+    print(f"edgellm: warning: {message}", file=sys.stderr)
+
+
+def warn_threads(threads: int | None) -> None:
+    cpus = psutil.cpu_count() or 1
+    if threads is not None and threads > cpus:
+        warn(f"--threads {threads} is more than this machine's {cpus} CPUs: slower, not faster")
+
+
+def warn_context(ctx: int | None, trained: int) -> None:
+    """--ctx beyond what the model was trained for (answers degrade there), or below llama.cpp's minimum."""
+    if ctx is None:
+        return
+    if ctx > trained:
+        warn(f"--ctx {ctx} is more than the {trained} tokens this model was trained for: "
+             f"text past token {trained} degrades (use --ctx {trained} or less)")  # fmt: skip
+    elif ctx < MIN_CTX:
+        warn(f"--ctx {ctx} is below llama.cpp's minimum context: raised to {MIN_CTX}")
+
+
+def warn_gpu_layers(layers: int | list[int], *, remote: bool = False) -> None:
+    """One wording for every command: layers asked of a machine with no GPU device (a build with
+    only the CPU and RPC backends counts as "offload supported" in llama.cpp); ``remote``: RPC
+    workers take them instead."""
+    from edgellm.runtime import backends
+
+    asked = any(v != 0 for v in (layers if isinstance(layers, list) else [layers]))
+    if asked and not remote and not backends.gpus():
+        warn("no GPU in this llama.cpp build or machine: --gpu-layers changes nothing (all layers run on the CPU)")
+
+
 def load_options(args: argparse.Namespace) -> LoadOptions:
     """The load options, after checking (edgellm.runtime.planner) that the model fits this machine with them."""
     model = resolve_model(args.model) if getattr(args, "model", None) else None
+    warn_threads(args.threads)
+    if model is not None and args.ctx is not None:
+        from edgellm.models.gguf_file import inspect
+
+        warn_context(args.ctx, inspect(model).context_length)
+    layers = gpu_layers(args.gpu_layers, model, args.ctx, verbose=args.verbose)
+    warn_gpu_layers(layers)
     options = LoadOptions(
         n_ctx=args.ctx,
         n_threads=args.threads,
-        n_gpu_layers=gpu_layers(args.gpu_layers, model, args.ctx, verbose=args.verbose),
+        n_gpu_layers=layers,
         use_mmap=not args.no_mmap,
         flash_attn={"auto": None, "on": True, "off": False}[args.flash_attn],
         verbose=args.verbose,

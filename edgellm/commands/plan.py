@@ -7,7 +7,8 @@ import json
 from collections.abc import Callable
 
 from edgellm.commands.list import table
-from edgellm.commands.options import gpu_layers
+from edgellm.commands.options import GPU_LAYERS_HELP, add_ctx_option, gpu_layers, warn_context, warn_gpu_layers
+from edgellm.errors import EdgeLLMError
 from edgellm.models import registry
 from edgellm.models.resolve import looks_like_path, resolve_model
 from edgellm.models.store import Store, parse_ref
@@ -19,8 +20,8 @@ from edgellm.units import human_bytes, human_count
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="memory each quantization of a model needs, and whether it fits here")
     p.add_argument("model", help="a registry name (not yet downloaded is fine), a pulled NAME[:TYPE] or a .gguf path")
-    p.add_argument("--ctx", type=int, default=None, metavar="N", help="context size in tokens (default: 4096)")
-    p.add_argument("--gpu-layers", default="0", metavar="N", help="layers on the GPU: N, all or auto (default 0)")
+    add_ctx_option(p, "context to plan for, in tokens")
+    p.add_argument("--gpu-layers", default="0", metavar="N|all|auto", help=GPU_LAYERS_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=run)
 
@@ -30,12 +31,15 @@ def _layers(value: str, fit: Callable[[], int], total: int) -> int:
     return fit() if value == "auto" else min(gpu_layers(value), total + 1)
 
 
-def _row(qtype: str, source: str, est: planner.Estimate, machine: Machine, mark: str = "") -> dict[str, object]:
+def _row(
+    qtype: str, source: str, est: planner.Estimate, machine: Machine, mark: str = "", file_size: int | None = None
+) -> dict[str, object]:
+    """One plan row; ``file_size`` is the real file's size where there is one (else the estimate)."""
     v = planner.verdict(est, machine)
     return {
         "type": qtype + mark,
         "source": source,
-        "file_size": est.weights,
+        "file_size": est.weights if file_size is None else file_size,
         "weights": est.weights,
         "kv_cache": est.kv_cache,
         "compute": est.compute,
@@ -56,16 +60,19 @@ def _machine_line(machine: Machine) -> str:
     )
 
 
-def plan_entry(entry: registry.ModelEntry, args: argparse.Namespace, machine: Machine) -> list[dict[str, object]]:
+def plan_entry(
+    entry: registry.ModelEntry, args: argparse.Namespace, machine: Machine, qtype: str | None = None
+) -> list[dict[str, object]]:
+    """Every planned type of a registry model, or only ``qtype`` when MODEL named one."""
     ctx = args.ctx or planner.default_context(entry.context)
     geom = planner.Geometry.from_shape(entry.shape, entry.context)
     rows = []
-    for qtype in planner.PLAN_TYPES:
-        weights = planner.Weights.from_params(entry.shape, qtype)
+    for each in [qtype] if qtype else planner.PLAN_TYPES:
+        weights = planner.Weights.from_params(entry.shape, each)
         layers = _layers(args.gpu_layers, lambda w=weights: planner.fit_gpu_layers(geom, w, ctx, machine), geom.layers)
         est = planner.estimate(geom, weights, ctx, gpu_layers=layers)
-        source = "gguf" if entry.gguf_file(qtype) else "convert"
-        rows.append(_row(qtype, source, est, machine, " *" if qtype == entry.recommended else ""))
+        source = "gguf" if entry.gguf_file(each) else "convert"
+        rows.append(_row(each, source, est, machine, " *" if each == entry.recommended else ""))
     return rows
 
 
@@ -75,7 +82,8 @@ def plan_file(path: str, args: argparse.Namespace, machine: Machine) -> list[dic
     est = planner.estimate(geom, weights, est.ctx, gpu_layers=layers)
     from edgellm.models import gguf_file
 
-    return [_row(gguf_file.inspect(path).file_type, "file", est, machine)]
+    info = gguf_file.inspect(path)
+    return [_row(info.file_type, "file", est, machine, file_size=info.file_size)]
 
 
 def _entry_to_plan(text: str) -> registry.ModelEntry | None:
@@ -92,16 +100,26 @@ def _entry_to_plan(text: str) -> registry.ModelEntry | None:
 
 def run(args: argparse.Namespace) -> int:
     machine = probe()
+    if args.gpu_layers != "auto":
+        warn_gpu_layers(gpu_layers(args.gpu_layers))
     entry = _entry_to_plan(args.model)
     if entry is not None:
+        warn_context(args.ctx, entry.context)
+        qtype = parse_ref(args.model).qtype
+        if qtype and qtype not in planner.BITS_PER_WEIGHT:
+            raise EdgeLLMError(f"{args.model}: edgellm cannot plan {qtype} files (try one of "
+                               f"{', '.join(planner.PLAN_TYPES)})")  # fmt: skip
         title = (
             f"{entry.name}: {human_count(entry.shape.params)} parameters, {entry.shape.layers} layers, "
             f"context {args.ctx or planner.default_context(entry.context)} of {entry.context}"
         )
-        rows = plan_entry(entry, args, machine)
+        rows = plan_entry(entry, args, machine, qtype)
     else:
         path = str(resolve_model(args.model))
-        title = f"{path}: context {args.ctx or 'default'}"
+        geom, _weights, est = planner.for_file(path, args.ctx)
+        warn_context(args.ctx, geom.context)
+        assumed = "" if args.ctx else " (the default; --ctx N plans another)"
+        title = f"{path}: context {est.ctx} of {geom.context}{assumed}"
         rows = plan_file(path, args, machine)
     if args.json:
         print(
@@ -119,8 +137,6 @@ def run(args: argparse.Namespace) -> int:
     print(title)
     print(_machine_line(machine))
     gpu = machine.gpu_offload
-    if not gpu and args.gpu_layers not in ("0", "auto"):
-        print("(--gpu-layers has no effect: this llama.cpp build cannot offload to a GPU)")
     header = (
         ["TYPE", "FILE", "MEMORY", "KV CACHE"] + (["RAM", "VRAM", "GPU LAYERS"] if gpu else []) + ["FITS", "SOURCE"]
     )

@@ -11,6 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
+from edgellm.commands.options import add_ctx_option
 from edgellm.errors import EdgeLLMError
 from edgellm.models import gguf_file, hub, registry
 from edgellm.models.registry import ModelEntry
@@ -22,7 +23,7 @@ from edgellm.units import human_bytes
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pull", help="download a model by name (converting and quantizing it if needed)")
     p.add_argument("model", help="NAME[:TYPE] from `edgellm list --all`, e.g. qwen1.5-0.5b-chat:Q8_0")
-    p.add_argument("--ctx", type=int, default=None, metavar="N", help="context you mean to use (memory check)")
+    add_ctx_option(p, "context you mean to use (memory check)")
     p.add_argument("--force", action="store_true", help="fetch again even if the store has it")
     p.add_argument("--no-memory-check", action="store_true", help="pull even if it will not fit this machine")
     p.set_defaults(handler=run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from edgellm.commands.options import gpu_layers
+from edgellm.commands.options import GPU_LAYERS_HELP, gpu_layers, warn_gpu_layers
 from edgellm.models.gguf_file import GGUFInfo, inspect
 from edgellm.models.resolve import resolve_model
 from edgellm.runtime import backends
@@ -17,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="architecture, size, quantization and template of a model")
     p.add_argument("model", help="`default`, a model name or a path to a .gguf file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--gpu-layers", default="0", metavar="N",
-                   help="show where the layers would run with N offloaded (N, all or auto)")
+    p.add_argument("--gpu-layers", default="0", metavar="N|all|auto",
+                   help=f"show where the layers would run with these offloaded: {GPU_LAYERS_HELP}")
     p.set_defaults(handler=run)
 
 
@@ -40,12 +40,12 @@ def describe(info: GGUFInfo, processor: str) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import llama_cpp
-
     path = resolve_model(args.model)
     info = inspect(path)
     layers = gpu_layers(args.gpu_layers, path, verbose=True)  # `auto` says what it chose, on stderr
-    processor = layer_split(layers, info.block_count, bool(llama_cpp.llama_supports_gpu_offload()))
+    warn_gpu_layers(layers)
+    # a GPU device, not llama_supports_gpu_offload(): that is true for a CPU build with the RPC backend
+    processor = layer_split(layers, info.block_count, bool(backends.gpus()))
     if args.json:
         print(json.dumps({**info.to_json(), "gpu_layers": layers, "processor": processor}, ensure_ascii=False,
                          indent=2))

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import numpy as np
 from edgellm.errors import EdgeLLMError
 from edgellm.measure.evaluate import bos_token, load_text
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
-from edgellm.units import human_count
+from edgellm.units import human_bytes, human_count
 
 N_BATCH = 512
 _SEED = 1234
@@ -240,9 +241,9 @@ def _model_type(engine: Engine) -> str:
     return f"{engine.info.architecture} {human_count(engine.info.parameters)} {engine.info.file_type}"
 
 
-def run_settings(path: Path, settings: list[Setting], progress=None) -> list[BenchRow]:  # noqa: ANN001
-    """Each setting in a fresh `python -m edgellm.measure.benchmark` process; rows in order."""
-    rows = []
+def run_settings(path: Path, settings: list[Setting], progress=None) -> Iterator[BenchRow]:  # noqa: ANN001
+    """Each setting in a fresh `python -m edgellm.measure.benchmark` process; rows in order, each as it
+    is measured (an interrupted `bench` still shows the finished ones)."""
     for i, setting in enumerate(settings, 1):
         if progress:
             progress(f"benchmark {i}/{len(settings)}: threads {setting.threads}, gpu layers {setting.gpu_layers}")
@@ -264,8 +265,7 @@ def run_settings(path: Path, settings: list[Setting], progress=None) -> list[Ben
                 f"{path}: the benchmark process for threads={setting.threads}, gpu layers={setting.gpu_layers} "
                 f"died ({how}); rerun `edgellm run {path} hi --verbose` to see llama.cpp's reason"
             )
-        rows.append(BenchRow.from_json(answer["row"]))
-    return rows
+        yield BenchRow.from_json(answer["row"])
 
 
 def _worker(spec: str) -> int:
@@ -282,11 +282,6 @@ def _worker(spec: str) -> int:
         return 1
     print(json.dumps({"row": row.to_json()}))
     return 0
-
-
-def format_size(n: int) -> str:
-    """llama-bench's size column: MiB below 1 GiB, GiB above."""
-    return f"{n / 2**20:.2f} MiB" if n < 2**30 else f"{n / 2**30:.2f} GiB"
 
 
 def format_params(n: int) -> str:
@@ -314,9 +309,9 @@ def table(rows: list[BenchRow]) -> str:
     header += [f"pp{s.n_prompt} t/s", f"tg{s.n_gen} t/s", f"TTFT ms ({rows[0].ttft_prompt_tokens} tok)", "peak RSS"]
     body = [
         [
-            r.model_type, format_size(r.size), format_params(r.params), r.backend, str(r.setting.threads),
+            r.model_type, human_bytes(r.size), format_params(r.params), r.backend, str(r.setting.threads),
             str(r.setting.gpu_layers), _rate(r.pp), _rate(r.tg), f"{r.ttft_avg_s * 1000:.0f}",
-            format_size(r.peak_rss),
+            human_bytes(r.peak_rss),
         ]
         for r in rows
     ]  # fmt: skip

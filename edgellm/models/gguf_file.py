@@ -68,6 +68,9 @@ def inspect(path: str | os.PathLike[str]) -> GGUFInfo:
     if not p.exists():
         raise BadModelFile(p, "no such file (give a .gguf path, or a model name from `edgellm list`)")
     if p.is_dir():
+        if (p / "config.json").is_file() or (p / "params.json").is_file():
+            raise BadModelFile(p, f"a model checkpoint folder, not a .gguf file: convert it first with "
+                                  f"`edgellm quantize {p}`, then run the .gguf it writes")  # fmt: skip
         raise BadModelFile(p, "is a directory, not a .gguf file (give the .gguf file inside it)")
     size = p.stat().st_size
     with open(p, "rb") as fh:

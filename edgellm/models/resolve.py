@@ -37,5 +37,16 @@ def resolve_model(name: str) -> Path:
         return found.path
     if entry is not None:
         raise EdgeLLMError(f"{ref} is not downloaded yet: run `edgellm pull {ref}` (or `edgellm plan {ref.name}`)")
-    known.lookup(ref.name)  # raises, with suggestions
-    raise AssertionError("unreachable")
+    raise EdgeLLMError(f"unknown model '{ref.name}'{suggest(ref.name)}")
+
+
+def suggest(name: str) -> str:
+    """' (did you mean a, b?)' among every name MODEL may be: `default`, the store's and the registry's."""
+    import difflib
+
+    from edgellm.models import registry
+    from edgellm.models.store import Store
+
+    names = ["default", *(m.name for m in Store().models()), *registry.load().models]
+    close = difflib.get_close_matches(name, list(dict.fromkeys(names)), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(close)}?)" if close else " (see `edgellm list` and `edgellm list --all`)"

@@ -432,11 +432,10 @@ class GpuFit:
         if self.vram_free == 0 and self.headroom == 0:
             return "--gpu-layers auto: 0 layers on the GPU (this llama.cpp build has no GPU offload)"
         on_gpu = self.block_count if self.layers < 0 else self.layers
-        mib = 1 << 20
         return (
             f"--gpu-layers auto: {on_gpu} of {self.block_count} layers on the GPU "
-            f"(needs {self.vram_needed // mib} MiB of {self.vram_free // mib} MiB free VRAM, "
-            f"keeping {self.headroom // mib} MiB free)"
+            f"(needs {human_bytes(self.vram_needed)} of {human_bytes(self.vram_free)} free VRAM, "
+            f"keeping {human_bytes(self.headroom)} free)"
         )
 
 

@@ -15,9 +15,9 @@ from edgellm.errors import EdgeLLMError
 from edgellm.models import registry
 from edgellm.runtime import hardware, planner
 from edgellm.runtime.hardware import Gpu, Machine
+from edgellm.units import human_bytes
 
 GIB = 1 << 30
-MIB = 1 << 20
 
 
 def laptop(ram_gib: float, vram_gib: float | None = None) -> Machine:
@@ -98,7 +98,7 @@ def test_auto_says_what_it_chose_from_which_numbers(default_model: Path) -> None
     assert (fit.layers, fit.vram_needed, fit.vram_free, fit.headroom) == (7, need, need + headroom, headroom)
     assert fit.describe() == (
         f"--gpu-layers auto: 7 of {geom.layers} layers on the GPU "
-        f"(needs {need // MIB} MiB of {(need + headroom) // MIB} MiB free VRAM, keeping 1024 MiB free)"
+        f"(needs {human_bytes(need)} of {human_bytes(need + headroom)} free VRAM, keeping 1.1 GB free)"
     )
     assert "no GPU offload" in planner.plan_gpu_layers(default_model, 4096, machine=laptop(16)).describe()
 
