@@ -191,6 +191,8 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
         verbose=args.verbose,
         loras=lora_options(args),
     )
+    if getattr(args, "rpc", None):
+        return rpc_load_options(args, options, model)
     if model is not None:
         from edgellm.runtime.planner import check_load
 
@@ -216,3 +218,57 @@ def sampling_params(args: argparse.Namespace) -> SamplingParams:
     """--temperature, --top-k, ... --seed; what the command line lacks keeps SamplingParams' default."""
     return SamplingParams(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SamplingParams)
                              if hasattr(args, f.name)})
+
+
+# -- RPC workers (llama.cpp's RPC backend; `edgellm worker` starts one) --------------------------
+def add_rpc_option(p: argparse.ArgumentParser) -> None:
+    """``--rpc HOST:PORT[,HOST:PORT...]``: load the model over this machine and these workers."""
+    p.add_argument(
+        "--rpc", type=rpc_list, default=(), metavar="HOST:PORT[,...]",
+        help="`edgellm worker`s to split the layers over, with this machine, in proportion to free memory "
+        "(--gpu-layers N then counts the layers the workers hold; 0 or auto: their share)",
+    )  # fmt: skip
+
+
+def rpc_list(text: str) -> tuple[str, ...]:
+    """An argparse type: the endpoints, checked and normalized (HOST:PORT, port 50052 by default)."""
+    from edgellm.runtime.rpc import parse_endpoints
+
+    return tuple(str(ep) for ep in parse_endpoints(text))
+
+
+def worker_split(args: argparse.Namespace, model: Path, n_ctx: int | None, flash_attn: bool | None = None):  # noqa: ANN201
+    """The probed workers and the planner's split of ``model`` over here and them (planner.Split):
+    --gpu-layers 0 or auto lets free memory decide, N puts the last N layers on the workers."""
+    from edgellm.runtime import planner, rpc
+    from edgellm.runtime.hardware import probe
+
+    workers = rpc.probe_all(args.rpc)
+    geom, weights, est = planner.for_file(model, n_ctx)
+    value = getattr(args, "gpu_layers", "0")
+    n_gpu = None if value in ("0", "auto") else gpu_layers(value)
+    return planner.split(geom, weights, est.ctx, probe(), planner.worker_holders(workers), n_gpu,
+                         flash_attn=flash_attn)  # fmt: skip
+
+
+def rpc_load_options(args: argparse.Namespace, options: LoadOptions, model: Path | None) -> LoadOptions:
+    """``options`` with the workers and the layers they hold, after checking that every worker
+    answers (one line naming the one that does not) and that each holder has room for its share."""
+    from edgellm.units import human_bytes
+
+    options = dataclasses.replace(options, rpc=tuple(args.rpc))
+    if model is None:
+        return options
+    plan = worker_split(args, model, options.n_ctx, options.flash_attn)
+    short = [h for h in plan.holders if not h.fits]
+    if short:
+        h = short[0]
+        raise EdgeLLMError(
+            f"{model.name} split over here and {len(plan.holders) - 1} worker devices: {h.name} would hold "
+            f"{h.describe_layers()} needing {human_bytes(h.needed)} but offers {human_bytes(max(h.free, 0))}; "
+            "add a worker, use a smaller --ctx or a smaller quantization"
+        )
+    if args.verbose:
+        for h in plan.holders:
+            print(f"edgellm: {h.name}: {h.describe_layers()}, {human_bytes(h.needed)}", file=sys.stderr)
+    return dataclasses.replace(options, n_gpu_layers=plan.n_gpu_layers)

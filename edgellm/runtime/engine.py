@@ -74,6 +74,7 @@ class LoadOptions:
     probe: bool = True  # load once in a child process first, so a llama.cpp crash cannot kill us
     verbose: bool = False
     loras: list[tuple[Path, float]] = field(default_factory=list)
+    rpc: tuple[str, ...] = ()  # llama.cpp RPC workers (HOST:PORT); n_gpu_layers then counts the layers they hold
 
 
 @dataclass
@@ -160,6 +161,11 @@ class Engine:
         params.n_gpu_layers = self.options.n_gpu_layers
         params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP if self.options.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
         params.use_extra_bufts = self.options.repack
+        if self.options.rpc:  # offload to the workers' devices, split by their free memory (llama.cpp's rule)
+            from edgellm.runtime import rpc
+
+            devices = rpc.device_array(rpc.client_devices(self.options.rpc))
+            params.devices = ctypes.cast(devices, ctypes.c_void_p)  # NULL would keep every layer here
         marker = llama_log.mark()
         model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
         if not model:

@@ -113,12 +113,14 @@ class Weights:
     total: int
     per_layer: int
     output: int
+    head: int = 0  # bytes the output head takes where it is offloaded: a tied model copies token_embd there
 
     @classmethod
     def from_gguf(cls, path: Path, layers: int) -> Weights:
         from edgellm.models.gguf_header import read_header
 
-        blocks = output = total = 0
+        blocks = output = total = embeddings = 0
+        tied = True
         for t in read_header(Path(path)).tensors:
             n = t.n_bytes
             total += n
@@ -126,7 +128,10 @@ class Weights:
                 blocks += n
             elif t.name.startswith("output"):
                 output += n
-        return cls(total, blocks // max(layers, 1), output)
+                tied = tied and t.name != "output.weight"
+            elif t.name == "token_embd.weight":
+                embeddings = n
+        return cls(total, blocks // max(layers, 1), output, output + embeddings if tied else output)
 
     @classmethod
     def from_params(cls, shape: Shape, qtype: str) -> Weights:
@@ -177,20 +182,23 @@ def kv_cache_bytes(geom: Geometry, ctx: int, *, kv_bytes: int = 2, layers: int |
     return n_layers * per_token * padded_context(ctx) * kv_bytes
 
 
-def compute_bytes(geom: Geometry, ctx: int, *, n_batch: int = UBATCH, flash_attn: bool | None = None) -> int:
+def compute_bytes(
+    geom: Geometry, ctx: int, *, n_batch: int = UBATCH, flash_attn: bool | None = None, logits: bool = True
+) -> int:
     """The largest set of f32 activations alive at once while evaluating one micro-batch.
-    ``flash_attn=None`` is llama.cpp's "auto", which turns it on for the CPU backend."""
+    ``flash_attn=None`` is llama.cpp's "auto", which turns it on for the CPU backend; ``logits``
+    False for a device that does not hold the output head (an RPC worker's share of the blocks)."""
     n_kv = padded_context(ctx)
     tokens = min(n_batch, n_kv)
     kv_dim = geom.kv_heads * geom.head_dim_v
     residual = 5 * geom.embedding + 2 * kv_dim  # stream, norm, Q, attention out, K/V of the batch
-    logits = geom.vocab + 6 * geom.embedding
+    vocab_rows = geom.vocab + 6 * geom.embedding
     ffn = 3 * geom.ffn + 2 * geom.embedding
     scores = (
         n_kv // 2 + 4 * geom.embedding if flash_attn is not False else geom.heads * n_kv + n_kv
     )  # FA: f16 mask and Q only
     attention = scores + residual
-    return max(logits, ffn, attention) * tokens * F32
+    return max(vocab_rows if logits else 0, ffn, attention) * tokens * F32
 
 
 def estimate(
@@ -456,3 +464,129 @@ def plan_gpu_layers(
     needed = estimate(geom, weights, est.ctx, gpu_layers=on_gpu, flash_attn=flash_attn).vram
     return GpuFit(layers, geom.layers, needed, machine.vram_free, vram_headroom(machine))
 
+
+
+# -- splitting layers over this machine and RPC workers -----------------------------------------
+@dataclass(frozen=True)
+class Holder:
+    """One place a model's layers live: this machine, or one device of an RPC worker."""
+
+    name: str  # "here" or the worker's HOST:PORT (with "#N" for a worker's second device)
+    free: int  # bytes it offers, headroom taken off
+    layers: tuple[int, ...] = ()
+    output: bool = False  # holds the output head (the logits)
+    weights: int = 0
+    kv_cache: int = 0
+    compute: int = 0
+
+    @property
+    def needed(self) -> int:
+        return self.weights + self.kv_cache + self.compute
+
+    @property
+    def fits(self) -> bool:
+        return self.needed <= self.free
+
+    def describe_layers(self) -> str:
+        """'layers 0-9', 'layers 10-29 + output', 'embeddings only'."""
+        if not self.layers:
+            text = "no layers"
+        elif len(self.layers) == 1:
+            text = f"layer {self.layers[0]}"
+        else:
+            text = f"layers {self.layers[0]}-{self.layers[-1]}"
+        return text + (" + output" if self.output else "")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Where every layer goes with ``n_gpu_layers`` of them offloaded to the workers."""
+
+    holders: tuple[Holder, ...]  # this machine first, then the workers' devices in --rpc order
+    n_gpu_layers: int  # what llama.cpp takes: layers on the workers, -1 for all and the output head
+    block_count: int
+    ctx: int
+
+    @property
+    def fits(self) -> bool:
+        return all(h.fits for h in self.holders)
+
+    @property
+    def remote_layers(self) -> int:
+        return sum(len(h.layers) for h in self.holders[1:])
+
+
+def worker_layers(value: int | None, geom: Geometry, local_free: int, worker_free: list[int]) -> int:
+    """``--gpu-layers`` with workers: None ("auto") gives the workers their share of the layers
+    (the output head counted as one, as llama.cpp counts it) in proportion to free memory."""
+    if value is not None:
+        return value
+    remote = sum(max(f, 0) for f in worker_free)
+    offered = max(local_free, 0) + remote
+    share = round((geom.layers + 1) * remote / offered) if offered else 0
+    return -1 if share > geom.layers else share
+
+
+def device_of_layers(n_gpu_layers: int, block_count: int, reported: list[int]) -> list[int]:
+    """For layers 0..block_count (the last index is the output head): -1 for this machine, else
+    the index of the worker device holding it. llama.cpp's own rule (llama_model::load_tensors):
+    the output head counts as one more layer, the last ``n_gpu_layers`` go to the devices, cut
+    where the running sum of the devices' free memory crosses each layer's fraction."""
+    n_gpu = block_count + 1 if n_gpu_layers < 0 else n_gpu_layers
+    start = max(block_count + 1 - n_gpu, 0)
+    active = min(n_gpu, block_count + 1) if reported else 0
+    total = sum(reported) or 1
+    bounds, running = [], 0
+    for free in reported:
+        running += free
+        bounds.append(running / total)
+    placement = []
+    for il in range(block_count + 1):
+        if il < start or il - start >= active:
+            placement.append(-1)
+        else:
+            fraction = (il - start) / active
+            placement.append(min(sum(1 for b in bounds if b <= fraction), len(reported) - 1))
+    return placement
+
+
+def split(
+    geom: Geometry,
+    weights: Weights,
+    ctx: int,
+    machine: Machine,
+    workers: list[tuple[str, int]],
+    n_gpu_layers: int | None = None,
+    *,
+    flash_attn: bool | None = None,
+    kv_bytes: int = 2,
+) -> Split:
+    """Layers over this machine and the workers' devices ((name, free bytes) each), with the
+    memory each holds: weights, the KV cache of its layers and a compute buffer. ``n_gpu_layers``
+    None is `auto` (see :func:`worker_layers`)."""
+    local_free = machine.ram_available - RAM_HEADROOM
+    worker_free = [free - RAM_HEADROOM for _, free in workers]
+    n_gpu = worker_layers(n_gpu_layers, geom, local_free, worker_free)
+    placement = device_of_layers(n_gpu, geom.layers, [free for _, free in workers])
+    compute = {out: compute_bytes(geom, ctx, flash_attn=flash_attn, logits=out) for out in (False, True)}
+    kv_layer = kv_cache_bytes(geom, ctx, kv_bytes=kv_bytes, layers=1)
+    holders = []
+    names = ["here"] + [name for name, _ in workers]
+    for index, (name, free) in enumerate(zip(names, [local_free, *worker_free], strict=True)):
+        device = index - 1
+        layers = tuple(il for il in range(geom.layers) if placement[il] == device)
+        output = placement[geom.layers] == device
+        weight = weights.per_layer * len(layers) + ((weights.head or weights.output) if output else 0)
+        if device < 0:  # the token embeddings and everything not in a block stay here
+            weight += weights.total - weights.per_layer * geom.layers - weights.output
+        used = device < 0 or bool(layers) or output
+        holders.append(Holder(name, free, layers, output, weight, kv_layer * len(layers),
+                              compute[output or device < 0] if used else 0))  # fmt: skip
+    return Split(tuple(holders), n_gpu, geom.layers, ctx)
+
+
+def worker_holders(workers) -> list[tuple[str, int]]:  # noqa: ANN001 - tuple[rpc.Worker, ...]
+    """(name, free bytes) of each device of each probed worker, in llama.cpp's device order."""
+    return [
+        (str(w.endpoint) + (f"#{d.index}" if len(w.devices) > 1 else ""), d.free) for w in workers for d in w.devices
+    ]
