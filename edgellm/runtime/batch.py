@@ -1,0 +1,469 @@
+"""Continuous batching: many requests share one llama.cpp context, one decode step at a time.
+
+`edgellm serve` answers several users at once from one model. Each request becomes one sequence
+of a context opened with ``n_seq`` = slots and a unified KV cache, and one owner thread runs the
+loop (a llama.cpp context is not thread-safe; callers never wait on a decode):
+
+    admit queued requests into free slots, keeping the longest cached prefix (copied from
+    another sequence when that one holds more of it)  ->  one batch: the last sampled token of
+    every generating sequence, then prompt tokens up to one chunk  ->  llama_decode  ->
+    each sequence samples in llama.cpp with its own chain (grammar included)  ->  emit pieces
+
+A long prompt goes in chunks, so a stream waits at most one chunk per token; a cancel frees
+its slot before the next step; beyond the slots requests wait in a bounded queue and further
+ones are refused (QueueFull). llama-server's ``update_slots`` and Ollama's ``processBatch``
+(../shared/ANCHORS.md) are the models; unlike llama-server, prompt chunks are capped per step so
+a long prompt cannot stall the other streams for longer than one chunk."""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import ctypes
+import dataclasses
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+import numpy as np
+
+from edgellm.errors import ContextOverflow, EdgeLLMError
+from edgellm.runtime import planner
+from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
+
+DEFAULT_CHUNK = 256  # prompt tokens per step: a longer prompt waits, the streams do not
+DEFAULT_QUEUE = 32  # requests waiting for a slot before further ones are refused
+MAX_DEFAULT_SLOTS = 4  # batching pays from about 4 sequences on a laptop CPU (../shared/NOTES.md)
+
+# event callback: emit(event, **payload) with event in "queued", "piece", "done", "error"
+Emit = Callable[..., None]
+
+
+class QueueFull(EdgeLLMError):
+    """Every slot is busy and the waiting queue is full: try again later (HTTP 503)."""
+
+
+class BadRequest(EdgeLLMError):
+    """A request the engine cannot run as asked (a grammar llama.cpp refuses, ...): HTTP 400."""
+
+
+@dataclass
+class BatchRequest:
+    """One generation: the prompt's token ids and how to sample the answer."""
+
+    prompt: list[int]
+    params: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+    grammar: str | None = None  # GBNF, root rule "root"
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: int | None = None  # None: none; N: the sampled token's log-probability and the N likeliest
+    embed: bool = False  # an embedding of the prompt instead of a completion
+
+
+def grammar_for(response_format: dict[str, Any] | None) -> str | None:
+    """OpenAI's ``response_format`` as GBNF: any JSON object, or JSON that validates against a
+    schema (llama-cpp-python's port of llama.cpp's converter)."""
+    from llama_cpp import llama_grammar
+
+    kind = (response_format or {}).get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return llama_grammar.JSON_GBNF
+    if kind == "json_schema":
+        spec = response_format.get("json_schema") or {}  # type: ignore[union-attr]
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise BadRequest("response_format.json_schema.schema must be a JSON schema object")
+        try:
+            return llama_grammar.json_schema_to_gbnf(json.dumps(schema))
+        except Exception as err:  # the converter raises bare Exceptions on schemas it cannot express
+            raise BadRequest(f"response_format.json_schema: cannot turn the schema into a grammar: {err}") from None
+    raise BadRequest(f"response_format.type {kind!r} is not one of text, json_object, json_schema")
+
+
+def default_slots(path: str | os.PathLike[str], ctx_per_slot: int) -> int:
+    """How many sequences to serve at once: up to MAX_DEFAULT_SLOTS, as many as memory holds
+    with ``ctx_per_slot`` tokens of KV cache each (at least one)."""
+    machine = planner.probe()
+    for n in range(MAX_DEFAULT_SLOTS, 1, -1):
+        _, _, est = planner.for_file(path, ctx_per_slot * n)
+        if planner.verdict(est, machine):
+            return n
+    return 1
+
+
+class StopMatcher:
+    """OpenAI's ``stop`` strings over streamed text: text that might begin a stop string is held
+    back until it cannot; text from a stop string on is never sent."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self.held = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """(text safe to send now, whether a stop string was reached)."""
+        if not self.stops:
+            return text, False
+        held = self.held + text
+        cut = min((i for i in (held.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.held = ""
+            return held[:cut], True
+        keep = max((k for s in self.stops for k in range(min(len(s) - 1, len(held)), 0, -1)
+                    if held.endswith(s[:k])), default=0)  # fmt: skip
+        self.held = held[len(held) - keep:]
+        return held[: len(held) - keep], False
+
+    def flush(self) -> str:
+        text, self.held = self.held, ""
+        return text
+
+
+class _Job:
+    """A request from submit to its last event."""
+
+    def __init__(self, key: object, req: BatchRequest, emit: Emit, sampler: Any) -> None:
+        self.key = key
+        self.req = req
+        self.emit = emit
+        self.sampler = sampler
+        self.cancelled = False
+        self.slot: _Slot | None = None
+        self.todo: list[int] = []  # prompt tokens still to evaluate
+        self.generated: list[int] = []
+        self.last: int | None = None  # sampled, to be evaluated next step
+        self.row = -1  # this job's output row in the current batch
+        self.cached = 0
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.stops = StopMatcher(req.stop)
+        self.embedding: np.ndarray | None = None
+        self.t_submit = time.perf_counter()
+        self.t_start = 0.0
+        self.ttft = 0.0
+
+
+@dataclass
+class _Slot:
+    """One llama.cpp sequence and the tokens its KV cache holds (kept after a request ends, so
+    the next turn of that conversation evaluates only what is new)."""
+
+    seq: int
+    cached: list[int] = field(default_factory=list)
+    job: _Job | None = None
+    last_used: float = 0.0
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    return len(os.path.commonprefix([a, b]))
+
+
+class BatchEngine:
+    """``slots`` requests at once on one model; ``submit`` and ``cancel`` from any thread."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        options: LoadOptions | None = None,
+        *,
+        slots: int = 4,
+        chunk: int = DEFAULT_CHUNK,
+        max_queue: int = DEFAULT_QUEUE,
+    ) -> None:
+        opts = options or LoadOptions()
+        self.slots_n = max(1, slots)
+        self.engine = Engine(path, dataclasses.replace(opts, n_seq=self.slots_n))
+        eng = self.engine
+        self.n_ctx_seq = eng.n_ctx // self.slots_n  # every sequence fits at once: no KV eviction
+        self.chunk = max(1, min(chunk, eng.n_batch))
+        self.max_queue = max_queue
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(eng._vocab)
+        self.n_embd = llama_cpp.llama_model_n_embd(eng._model)
+        self._slots = [_Slot(i) for i in range(self.slots_n)]
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._jobs: dict[object, _Job] = {}
+        self._cond = threading.Condition()
+        self._closing = False
+        self._batch = llama_cpp.llama_batch_init(eng.n_batch, 0, 1)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="edgellm-batch")
+        self._thread.start()
+
+    # -- callers' side -----------------------------------------------------------------------
+    def submit(self, key: object, req: BatchRequest, emit: Emit) -> None:
+        """Queue a request; raises ContextOverflow, BadRequest or QueueFull at once. Events go
+        to ``emit``: ``queued`` now, then ``piece``s, then one ``done`` or ``error``."""
+        limit = self.n_ctx_seq if not req.embed else self.engine.n_batch
+        if len(req.prompt) >= limit:
+            what = "the context of one sequence" if not req.embed else "one embedding batch"
+            raise ContextOverflow(
+                f"the prompt is {len(req.prompt)} tokens but {what} holds {limit}: shorten it"
+                + (" or raise --ctx" if not req.embed else "")
+            )
+        if not req.prompt:
+            raise BadRequest("the prompt is empty")
+        sampler = None if req.embed else self._sampler(req)
+        with self._cond:
+            if self._closing:
+                raise EdgeLLMError("the model is shutting down")
+            busy = sum(s.job is not None for s in self._slots)
+            if busy >= self.slots_n and len(self._queue) >= self.max_queue:
+                if sampler:
+                    llama_cpp.llama_sampler_free(sampler)
+                raise QueueFull(
+                    f"all {self.slots_n} slots are busy and {len(self._queue)} requests are waiting: retry later"
+                )
+            job = _Job(key, req, emit, sampler)
+            self._jobs[key] = job
+            self._queue.append(job)
+            self._cond.notify()
+        emit("queued", prompt_tokens=len(req.prompt), waiting=len(self._queue))
+
+    def cancel(self, key: object) -> None:
+        """Stop a request: it ends (``done``, reason ``cancelled``) before the next decode step."""
+        with self._cond:
+            job = self._jobs.get(key)
+            if job is not None:
+                job.cancelled = True
+                self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self.engine.cancel()  # a decode in progress stops at its next graph node
+        self._thread.join()
+        llama_cpp.llama_batch_free(self._batch)
+        self.engine.close()
+
+    def busy(self) -> tuple[int, int]:
+        """(slots in use, requests waiting)."""
+        with self._cond:
+            return sum(s.job is not None for s in self._slots), len(self._queue)
+
+    def _sampler(self, req: BatchRequest) -> Any:
+        """The request's sampler chain, all in llama.cpp: grammar first (it masks the tokens the
+        grammar forbids), OpenAI's presence/frequency penalties, then the Engine's usual chain."""
+        eng = self.engine
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if req.grammar:
+            grammar = llama_cpp.llama_sampler_init_grammar(eng._vocab, req.grammar.encode(), b"root")
+            if not grammar:
+                llama_cpp.llama_sampler_free(chain)
+                raise BadRequest("llama.cpp could not parse the grammar for this response_format")
+            llama_cpp.llama_sampler_chain_add(chain, grammar)
+        if req.presence_penalty or req.frequency_penalty:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_penalties(
+                self.n_vocab, req.params.repeat_last_n, 1.0, req.frequency_penalty, req.presence_penalty))
+        llama_cpp.llama_sampler_chain_add(chain, eng._sampler(req.params))
+        return chain
+
+    # -- the owner thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closing and not self._queue and not any(s.job for s in self._slots):
+                    self._cond.wait()
+                if self._closing:
+                    break
+                self._reap()
+                self._admit()
+            self._step()
+        for job in [*self._queue, *(s.job for s in self._slots if s.job)]:
+            self._finish(job, error=EdgeLLMError("the model was shut down"))
+
+    def _reap(self) -> None:
+        """End cancelled requests (under the lock)."""
+        for job in [j for j in self._queue if j.cancelled]:
+            self._queue.remove(job)
+            self._finish(job, "cancelled")
+        for slot in self._slots:
+            if slot.job is not None and slot.job.cancelled:
+                self._finish(slot.job, "cancelled")
+
+    def _admit(self) -> None:
+        """Move waiting requests into free slots (under the lock)."""
+        while self._queue:
+            free = [s for s in self._slots if s.job is None]
+            if not free:
+                return
+            job = self._queue.popleft()
+            self._place(job, free)
+
+    def _place(self, job: _Job, free: list[_Slot]) -> None:
+        """Give ``job`` the free slot that already holds the most of its prompt (else the least
+        recently used); copy a longer prefix from any other sequence (unified cache: the cells
+        are shared, not recomputed). One prompt token is always left to evaluate, for its logits."""
+        prompt = job.req.prompt
+        mem = self.engine._memory
+        usable = 0 if job.req.embed else len(prompt) - 1
+        slot = max(free, key=lambda s: (_common_prefix(s.cached, prompt), -s.last_used))
+        keep = min(_common_prefix(slot.cached, prompt), usable)
+        if keep == 0:
+            slot = min(free, key=lambda s: s.last_used)
+        donor = max(self._slots, key=lambda s: _common_prefix(s.cached, prompt))
+        shared = min(_common_prefix(donor.cached, prompt), usable)
+        if shared > keep and donor is not slot:
+            llama_cpp.llama_memory_seq_rm(mem, slot.seq, 0, -1)
+            llama_cpp.llama_memory_seq_cp(mem, donor.seq, slot.seq, 0, shared)
+            keep = shared
+        elif not llama_cpp.llama_memory_seq_rm(mem, slot.seq, keep, -1):
+            llama_cpp.llama_memory_seq_rm(mem, slot.seq, 0, -1)
+            keep = 0
+        slot.cached = prompt[:keep]
+        slot.job, job.slot = job, slot
+        job.cached, job.todo = keep, prompt[keep:]
+        job.t_start = time.perf_counter()
+
+    def _step(self) -> None:
+        """One llama_decode for every running request, then sampling."""
+        batch, n = self._batch, 0
+        fed: list[tuple[_Job, list[int]]] = []
+        running = [s.job for s in self._slots if s.job is not None]
+
+        def add(job: _Job, tokens: list[int], want_last: bool) -> None:
+            nonlocal n
+            slot = job.slot
+            base = len(slot.cached)
+            for k, token in enumerate(tokens):
+                batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, base + k, 1
+                batch.seq_id[n][0] = slot.seq
+                batch.logits[n] = job.req.embed or (want_last and k == len(tokens) - 1)
+                n += 1
+            job.row = n - 1
+            fed.append((job, tokens))
+
+        embedding = [j for j in running if j.req.embed and j.todo]
+        if embedding:  # a batch of its own: llama_set_embeddings applies to the whole decode
+            job = embedding[0]
+            take = job.todo[: self.chunk]
+            add(job, take, True)
+            self._decode(fed, n, embeddings=True)
+            return
+        for job in running:
+            if job.last is not None:
+                add(job, [job.last], True)
+        budget = min(self.chunk, self.engine.n_batch - n)
+        for job in sorted((j for j in running if j.todo and not j.req.embed), key=lambda j: j.t_start):
+            if budget <= 0:
+                break
+            take = job.todo[:budget]
+            add(job, take, len(take) == len(job.todo))
+            budget -= len(take)
+        if n:
+            self._decode(fed, n, embeddings=False)
+
+    def _decode(self, fed: list[tuple[_Job, list[int]]], n: int, *, embeddings: bool) -> None:
+        eng = self.engine
+        self._batch.n_tokens = n
+        if embeddings:
+            llama_cpp.llama_set_embeddings(eng._ctx, True)
+        try:
+            rc = llama_cpp.llama_decode(eng._ctx, self._batch)
+            if rc == 0 and embeddings:
+                job, tokens = fed[0]
+                rows = [np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_ith(eng._ctx, i), shape=(self.n_embd,))
+                        for i in range(len(tokens))]  # fmt: skip
+                total = np.sum(rows, axis=0, dtype=np.float64)
+                job.embedding = total if job.embedding is None else job.embedding + total
+        finally:
+            if embeddings:
+                llama_cpp.llama_set_embeddings(eng._ctx, False)
+        with self._cond:
+            if rc != 0:
+                err = EdgeLLMError(f"llama.cpp failed to evaluate a batch of {n} tokens (code {rc})")
+                if eng.cancelled:
+                    return  # closing
+                for job, _ in fed:
+                    llama_cpp.llama_memory_seq_rm(eng._memory, job.slot.seq, len(job.slot.cached), -1)
+                    self._finish(job, error=err)
+                return
+            for job, tokens in fed:
+                job.slot.cached.extend(tokens)
+                if job.todo:
+                    del job.todo[: len(tokens)]
+                    if job.todo:
+                        continue
+                    if job.req.embed:
+                        self._finish_embedding(job)
+                        continue
+                self._sample(job)
+
+    def _sample(self, job: _Job) -> None:
+        """Sample the job's next token from its output row; emit its text; end it if done."""
+        eng = self.engine
+        token = llama_cpp.llama_sampler_sample(job.sampler, eng._ctx, job.row)
+        if job.cancelled:
+            self._finish(job, "cancelled")
+            return
+        if eng.is_end_of_turn(token):
+            self._finish(job, "stop")
+            return
+        job.generated.append(token)
+        text, stopped = job.stops.feed(job.utf8.decode(eng.piece(token)))
+        payload: dict[str, Any] = {}
+        if job.req.logprobs is not None:
+            payload["logprobs"] = [self._logprobs(job.row, token, job.req.logprobs)]
+        if text or payload:
+            if not job.ttft:
+                job.ttft = time.perf_counter() - job.t_submit
+            job.emit("piece", text=text, **payload)
+        if stopped:
+            self._finish(job, "stop")
+        elif len(job.generated) >= job.req.params.max_tokens > 0 or len(job.slot.cached) + 1 >= self.n_ctx_seq:
+            self._finish(job, "length")
+        else:
+            job.last = token
+
+    def _logprobs(self, row: int, token: int, top: int) -> dict[str, Any]:
+        """OpenAI's per-token logprobs entry, from the model's raw distribution at ``row``."""
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.engine._ctx, row), shape=(self.n_vocab,))
+        shifted = logits - logits.max()
+        logp = shifted - np.log(np.exp(shifted).sum())
+
+        def entry(t: int) -> dict[str, Any]:
+            raw = self.engine.piece(int(t))
+            return {"token": raw.decode("utf-8", errors="replace"), "logprob": float(logp[t]), "bytes": list(raw)}
+
+        best = np.argpartition(-logp, top)[:top] if top else []
+        return {**entry(token), "top_logprobs": [entry(t) for t in sorted(best, key=lambda t: -logp[t])]}
+
+    def _finish_embedding(self, job: _Job) -> None:
+        vec = job.embedding / len(job.req.prompt)
+        norm = float(np.linalg.norm(vec)) or 1.0
+        job.emit("embedding", embedding=(vec / norm).astype(np.float32).tolist())
+        llama_cpp.llama_memory_seq_rm(self.engine._memory, job.slot.seq, 0, -1)
+        job.slot.cached = []  # an embedding's KV is of no use to a chat
+        self._finish(job, "stop")
+
+    def _finish(self, job: _Job, reason: str = "stop", *, error: BaseException | None = None) -> None:
+        """The job's last event; its slot (and KV cache, kept for reuse) is free again."""
+        slot = job.slot
+        if slot is not None:
+            slot.job, slot.last_used = None, time.perf_counter()
+        if self._jobs.get(job.key) is job:
+            del self._jobs[job.key]
+        if job.sampler:
+            llama_cpp.llama_sampler_free(job.sampler)
+            job.sampler = None
+        if error is not None:
+            job.emit("error", error=type(error).__name__, message=str(error))
+            return
+        tail = job.stops.flush() + job.utf8.decode(b"", final=True)
+        if tail:
+            job.emit("piece", text=tail)
+        job.emit(
+            "done",
+            finish_reason=reason,
+            prompt_tokens=len(job.req.prompt),
+            cached_tokens=job.cached,
+            completion_tokens=len(job.generated),
+            queue_seconds=(job.t_start or time.perf_counter()) - job.t_submit,
+            ttft_seconds=job.ttft,
+            seconds=time.perf_counter() - job.t_submit,
+        )
