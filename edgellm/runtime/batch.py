@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import codecs
 import collections
-import ctypes
 import dataclasses
 import json
 import os

@@ -40,6 +40,7 @@ HEARTBEAT_S = 1.0
 # kind -> "module:Class" of its handler, imported in the child only
 HANDLERS: dict[str, str] = {
     "chat": "edgellm.runtime.chat_handler:ChatHandler",
+    "batch": "edgellm.runtime.batch_handler:BatchHandler",
 }
 
 Emit = Callable[..., None]  # emit(request_id, event, **payload)

@@ -1,0 +1,85 @@
+"""The runner's ``batch`` kind: a BatchEngine serving many requests at once (`edgellm serve`).
+
+Ops (all answered as ``queued``, then ``piece``/``embedding`` events, then ``done`` or ``error``):
+``chat`` (messages: the model's own chat template, rendered and tokenized here, in the runner),
+``complete`` (prompt: raw text), ``embed`` (input: text). Each carries ``params`` (SamplingParams'
+fields), and optionally ``stop``, ``response_format`` (OpenAI's: becomes a llama.cpp grammar),
+``presence_penalty``, ``frequency_penalty``, ``logprobs``. Load options are LoadOptions' fields
+plus ``slots``, ``chunk`` and ``max_queue``; ``n_ctx`` is the context of one slot."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from edgellm.runtime.batch import DEFAULT_CHUNK, DEFAULT_QUEUE, BatchEngine, BatchRequest, grammar_for
+from edgellm.runtime.engine import LoadOptions, SamplingParams
+from edgellm.runtime.runner import Emit, error_payload, options_from
+
+
+class BatchHandler:
+    def __init__(self, path: str, options: dict[str, Any]) -> None:
+        opts = options_from(LoadOptions, options)
+        opts.loras = [(p, s) for p, s in opts.loras]
+        slots = int(options.get("slots") or 1)
+        per_slot = opts.n_ctx
+        if per_slot:
+            opts.n_ctx = per_slot * slots
+        # The runner is the crash isolation the probe exists for: no second child process.
+        self.batch = BatchEngine(
+            path,
+            dataclasses.replace(opts, probe=False),
+            slots=slots,
+            chunk=int(options.get("chunk") or DEFAULT_CHUNK),
+            max_queue=int(options.get("max_queue", DEFAULT_QUEUE)),
+        )
+        eng = self.batch.engine
+        self.info = {
+            "n_ctx": self.batch.n_ctx_seq,
+            "slots": self.batch.slots_n,
+            "n_threads": eng.n_threads,
+            "template": eng.template,
+            "n_gpu_layers": opts.n_gpu_layers,
+            "n_layers": eng.info.block_count,
+            "n_embd": self.batch.n_embd,
+            "rpc": list(getattr(opts, "rpc", ())),
+        }
+
+    def submit(self, req_id: int, op: str, args: dict[str, Any], emit: Emit) -> None:
+        prompt = _PROMPTS.get(op)
+        if prompt is None:
+            emit(req_id, "error", error="ProtocolError", message=f"unknown op {op!r}")
+            return
+        try:
+            request = BatchRequest(
+                prompt(self.batch.engine, args),
+                params=options_from(SamplingParams, args.get("params", {})),
+                stop=tuple(args.get("stop") or ()),
+                grammar=grammar_for(args.get("response_format")),
+                presence_penalty=float(args.get("presence_penalty") or 0.0),
+                frequency_penalty=float(args.get("frequency_penalty") or 0.0),
+                logprobs=args.get("logprobs"),
+                embed=op == "embed",
+            )
+            self.batch.submit(req_id, request, lambda event, **payload: emit(req_id, event, **payload))
+        except Exception as err:  # a refusal (too long, queue full, bad grammar, template error)
+            emit(req_id, "error", **error_payload(err))
+
+    def cancel(self, req_id: int) -> None:
+        self.batch.cancel(req_id)
+
+    def close(self) -> None:
+        self.batch.close()
+
+
+def _text(key: str) -> Any:
+    """Tokens of the raw text in ``args[key]``, BOS as the model wants it."""
+    return lambda engine, args: engine.tokenize(args[key], add_special=engine._add_bos)
+
+
+# op -> how its prompt's tokens are made
+_PROMPTS = {
+    "chat": lambda engine, args: engine.prompt_tokens(args["messages"]),
+    "complete": _text("prompt"),
+    "embed": _text("input"),
+}
