@@ -8,7 +8,14 @@ import itertools
 import json
 import sys
 
-from edgellm.commands.options import GPU_LAYERS_HELP, gpu_layers, warn_gpu_layers, warn_threads
+from edgellm.commands.options import (
+    GPU_LAYERS_HELP,
+    add_rpc_option,
+    gpu_layers,
+    warn_gpu_layers,
+    warn_threads,
+    worker_split,
+)
 from edgellm.measure.benchmark import BenchRow, Setting, bench_context, run_settings, table
 from edgellm.models.gguf_file import inspect
 from edgellm.models.resolve import resolve_model
@@ -65,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-r", "--repetitions", type=positive_int, default=3, metavar="N", help="timed runs per test (default 3)"
     )
+    add_rpc_option(p)
     p.add_argument("--json", action="store_true", help="one JSON object per setting, in a list")
     p.set_defaults(handler=run)
 
@@ -74,12 +82,18 @@ def run(args: argparse.Namespace) -> int:
     threads = list(dict.fromkeys(args.threads or [default_threads()]))
     for t in threads:
         warn_threads(t)
-    layers = [gpu_layers(v, model, bench_context(args.n_prompt, args.n_gen)) for v in args.gpu_layers]
-    warn_gpu_layers(layers)
-    if not backends.gpus():  # every layer count is the same CPU run: measure it once, as 0
-        layers = [0]
+    ctx = bench_context(args.n_prompt, args.n_gen)
+    if args.rpc:  # layers on the workers: each value as run reads it beside --rpc
+        layers = [worker_split(argparse.Namespace(rpc=args.rpc, gpu_layers=v), model, ctx).n_gpu_layers
+                  for v in args.gpu_layers]  # fmt: skip
+    else:
+        layers = [gpu_layers(v, model, ctx) for v in args.gpu_layers]
+        warn_gpu_layers(layers)
+        if not backends.gpus():  # every layer count is the same CPU run: measure it once, as 0
+            layers = [0]
     settings = [
-        Setting(threads=t, gpu_layers=g, n_prompt=args.n_prompt, n_gen=args.n_gen, reps=args.repetitions)
+        Setting(threads=t, gpu_layers=g, n_prompt=args.n_prompt, n_gen=args.n_gen, reps=args.repetitions,
+                rpc=tuple(args.rpc))  # fmt: skip
         for t, g in itertools.product(threads, dict.fromkeys(layers))
     ]
     rows: list[BenchRow] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgellm.commands.options import add_load_options, add_sampling_options, load_options
+from edgellm.commands.options import add_load_options, add_rpc_option, add_sampling_options, load_options
 from edgellm.models.gguf_file import inspect
 from edgellm.models.resolve import looks_like_path, resolve_model
 
@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--db", default=None, metavar="FILE", help="chat database (default: chats.db in the data folder)")
     add_load_options(p)
+    add_rpc_option(p)
     add_sampling_options(p)
     p.set_defaults(handler=run)
 

@@ -234,7 +234,10 @@ def rpc_list(text: str) -> tuple[str, ...]:
     """An argparse type: the endpoints, checked and normalized (HOST:PORT, port 50052 by default)."""
     from edgellm.runtime.rpc import parse_endpoints
 
-    return tuple(str(ep) for ep in parse_endpoints(text))
+    try:
+        return tuple(str(ep) for ep in parse_endpoints(text))
+    except BadOption as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def worker_split(args: argparse.Namespace, model: Path, n_ctx: int | None, flash_attn: bool | None = None):  # noqa: ANN201
@@ -245,10 +248,14 @@ def worker_split(args: argparse.Namespace, model: Path, n_ctx: int | None, flash
 
     workers = rpc.probe_all(args.rpc)
     geom, weights, est = planner.for_file(model, n_ctx)
-    value = getattr(args, "gpu_layers", "0")
-    n_gpu = None if value in ("0", "auto") else gpu_layers(value)
-    return planner.split(geom, weights, est.ctx, probe(), planner.worker_holders(workers), n_gpu,
+    return planner.split(geom, weights, est.ctx, probe(), planner.worker_holders(workers), worker_gpu_layers(args),
                          flash_attn=flash_attn)  # fmt: skip
+
+
+def worker_gpu_layers(args: argparse.Namespace) -> int | None:
+    """--gpu-layers beside --rpc: None (0 or auto) to split by free memory, else llama.cpp's count."""
+    value = getattr(args, "gpu_layers", "0")
+    return None if value in ("0", "auto") else gpu_layers(value)
 
 
 def rpc_load_options(args: argparse.Namespace, options: LoadOptions, model: Path | None) -> LoadOptions:

@@ -7,12 +7,20 @@ import json
 from collections.abc import Callable
 
 from edgellm.commands.list import table
-from edgellm.commands.options import GPU_LAYERS_HELP, add_ctx_option, gpu_layers, warn_context, warn_gpu_layers
+from edgellm.commands.options import (
+    GPU_LAYERS_HELP,
+    add_ctx_option,
+    add_rpc_option,
+    gpu_layers,
+    warn_context,
+    warn_gpu_layers,
+    worker_gpu_layers,
+)
 from edgellm.errors import EdgeLLMError
 from edgellm.models import registry
 from edgellm.models.resolve import looks_like_path, resolve_model
 from edgellm.models.store import Store, parse_ref
-from edgellm.runtime import planner
+from edgellm.runtime import planner, rpc
 from edgellm.runtime.hardware import Machine, probe
 from edgellm.units import human_bytes, human_count
 
@@ -22,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="a registry name (not yet downloaded is fine), a pulled NAME[:TYPE] or a .gguf path")
     add_ctx_option(p, "context to plan for, in tokens")
     p.add_argument("--gpu-layers", default="0", metavar="N|all|auto", help=GPU_LAYERS_HELP)
+    add_rpc_option(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=run)
 
@@ -114,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
             f"context {args.ctx or planner.default_context(entry.context)} of {entry.context}"
         )
         rows = plan_entry(entry, args, machine, qtype)
+        ctx = args.ctx or planner.default_context(entry.context)
+        geom = planner.Geometry.from_shape(entry.shape, entry.context)
+
+        def sizes(t: str) -> tuple[planner.Geometry, planner.Weights]:
+            return geom, planner.Weights.from_params(entry.shape, t)
     else:
         path = str(resolve_model(args.model))
         geom, _weights, est = planner.for_file(path, args.ctx)
@@ -121,12 +135,20 @@ def run(args: argparse.Namespace) -> int:
         assumed = "" if args.ctx else " (the default; --ctx N plans another)"
         title = f"{path}: context {est.ctx} of {geom.context}{assumed}"
         rows = plan_file(path, args, machine)
+        ctx = est.ctx
+
+        def sizes(t: str) -> tuple[planner.Geometry, planner.Weights]:
+            return planner.for_file(path, args.ctx)[:2]
+    workers = rpc.probe_all(args.rpc) if args.rpc else ()
+    if workers:
+        add_split(rows, sizes, ctx, args, machine, workers)
     if args.json:
         print(
             json.dumps(
                 {
                     "model": args.model,
                     "rows": rows,
+                    "workers": [{"endpoint": str(w.endpoint), "free": w.free} for w in workers],
                     "ram_available": machine.ram_available,
                     "vram_free": machine.vram_free,
                 },
@@ -136,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(title)
     print(_machine_line(machine))
+    if workers:
+        return print_split(rows, workers, entry is not None)
     gpu = machine.gpu_offload
     header = (
         ["TYPE", "FILE", "MEMORY", "KV CACHE"] + (["RAM", "VRAM", "GPU LAYERS"] if gpu else []) + ["FITS", "SOURCE"]
@@ -151,5 +175,41 @@ def run(args: argparse.Namespace) -> int:
         )
     print(table(lines))
     if entry is not None:
+        print("* recommended; gguf: ready-made file, convert: built from the original checkpoint")
+    return 0
+
+
+# -- with --rpc: over this machine and the workers ----------------------------------------------
+def add_split(rows: list[dict[str, object]], sizes: Callable[[str], tuple[planner.Geometry, planner.Weights]],
+              ctx: int, args: argparse.Namespace, machine: Machine, workers: tuple[rpc.Worker, ...]) -> None:
+    """Each row with where its layers would go over here and the workers, and whether that fits."""
+    holders = planner.worker_holders(workers)
+    for r in rows:
+        geom, weights = sizes(str(r["type"]).removesuffix(" *"))
+        s = planner.split(geom, weights, ctx, machine, holders, worker_gpu_layers(args))
+        r.update(
+            here=s.holders[0].needed,
+            on_workers=sum(h.needed for h in s.holders[1:]),
+            worker_layers=s.remote_layers,
+            layers=s.block_count,
+            fits_split=s.fits,
+            placement=[{"holder": h.name, "layers": list(h.layers), "output": h.output, "bytes": h.needed,
+                        "offered": h.free} for h in s.holders],
+        )  # fmt: skip
+
+
+def print_split(rows: list[dict[str, object]], workers: tuple[rpc.Worker, ...], registry_entry: bool) -> int:
+    for w in workers:
+        print(f"worker {w.endpoint}: {human_bytes(w.free)} offered (RPC protocol {'.'.join(map(str, w.version))})")
+    lines = [["TYPE", "FILE", "MEMORY", "HERE", "WORKERS", "WORKER LAYERS", "FITS HERE", "FITS SPLIT", "SOURCE"]]
+    for r in rows:
+        lines.append([
+            str(r["type"]), human_bytes(r["file_size"]), human_bytes(r["memory"]), human_bytes(r["here"]),
+            human_bytes(r["on_workers"]), f"{r['worker_layers']}/{r['layers']}", "yes" if r["fits"] else "no",
+            "yes" if r["fits_split"] else "no", str(r["source"]),
+        ])  # fmt: skip
+    print(table(lines))
+    print("HERE / WORKERS: weights, KV cache and compute buffers each side holds, split in proportion to free memory")
+    if registry_entry:
         print("* recommended; gguf: ready-made file, convert: built from the original checkpoint")
     return 0

@@ -8,7 +8,13 @@ import sys
 import threading
 from typing import TextIO
 
-from edgellm.commands.options import add_load_options, add_sampling_options, load_options, sampling_params
+from edgellm.commands.options import (
+    add_load_options,
+    add_rpc_option,
+    add_sampling_options,
+    load_options,
+    sampling_params,
+)
 from edgellm.models.resolve import resolve_model
 from edgellm.runtime.client import RemoteEngine, RemoteTurn
 from edgellm.runtime.engine import SamplingParams
@@ -21,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="`default`, a model name or a path to a .gguf file")
     p.add_argument("prompt", nargs="?", help="answer this and exit (else read stdin, or loop in a terminal)")
     add_load_options(p)
+    add_rpc_option(p)
     add_sampling_options(p)
     p.set_defaults(handler=run)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from edgellm.commands.options import GPU_LAYERS_HELP, gpu_layers, warn_gpu_layers
+from edgellm.commands.options import GPU_LAYERS_HELP, add_rpc_option, gpu_layers, warn_gpu_layers, worker_split
 from edgellm.models.gguf_file import GGUFInfo, inspect
 from edgellm.models.resolve import resolve_model
 from edgellm.runtime import backends
-from edgellm.runtime.placement import layer_split, offload_note
+from edgellm.runtime.placement import layer_split, offload_note, split_label, split_lines
 from edgellm.units import human_bytes, human_count
 
 
@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--gpu-layers", default="0", metavar="N|all|auto",
                    help=f"show where the layers would run with these offloaded: {GPU_LAYERS_HELP}")
+    add_rpc_option(p)
     p.set_defaults(handler=run)
 
 
@@ -42,15 +43,25 @@ def describe(info: GGUFInfo, processor: str) -> list[tuple[str, str]]:
 def run(args: argparse.Namespace) -> int:
     path = resolve_model(args.model)
     info = inspect(path)
-    layers = gpu_layers(args.gpu_layers, path, verbose=True)  # `auto` says what it chose, on stderr
-    warn_gpu_layers(layers)
-    # a GPU device, not llama_supports_gpu_offload(): that is true for a CPU build with the RPC backend
-    processor = layer_split(layers, info.block_count, bool(backends.gpus()))
+    split = worker_split(args, path, None) if args.rpc else None
+    if split is not None:
+        layers, processor = split.n_gpu_layers, split_label(split)
+    else:
+        layers = gpu_layers(args.gpu_layers, path, verbose=True)  # `auto` says what it chose, on stderr
+        warn_gpu_layers(layers)
+        # a GPU device, not llama_supports_gpu_offload(): that is true for a CPU build with the RPC backend
+        processor = layer_split(layers, info.block_count, bool(backends.gpus()))
     if args.json:
-        print(json.dumps({**info.to_json(), "gpu_layers": layers, "processor": processor}, ensure_ascii=False,
-                         indent=2))
+        where = {"placement": [{"holder": h.name, "layers": list(h.layers), "output": h.output,
+                                "weights": h.weights, "kv_cache": h.kv_cache, "compute": h.compute, "offered": h.free}
+                               for h in split.holders]} if split else {}  # fmt: skip
+        print(json.dumps({**info.to_json(), "gpu_layers": layers, "processor": processor, **where},
+                         ensure_ascii=False, indent=2))
         return 0
     rows = describe(info, processor)
+    if split is not None:
+        at = rows.index(("processor", processor)) + 1
+        rows[at:at] = [("placement" if i == 0 else "", line) for i, line in enumerate(split_lines(split))]
     note = offload_note(info.file_type, [d.name for d in backends.gpus()], layers) if layers else None
     if note:
         rows.insert(rows.index(("processor", processor)) + 1, ("note", note))

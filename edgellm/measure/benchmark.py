@@ -40,6 +40,7 @@ class Setting:
     n_prompt: int = 512
     n_gen: int = 128
     reps: int = 3
+    rpc: tuple[str, ...] = ()  # RPC workers holding gpu_layers of the layers
 
 
 @dataclass
@@ -105,6 +106,7 @@ class BenchRow:
             "backend": self.backend,
             "n_threads": self.setting.threads,
             "n_gpu_layers": self.setting.gpu_layers,
+            "rpc": list(self.setting.rpc),
             "n_batch": N_BATCH,
             "repetitions": self.setting.reps,
             "pp": self.pp.to_json(),
@@ -117,7 +119,8 @@ class BenchRow:
 
     @classmethod
     def from_json(cls, d: dict) -> BenchRow:
-        setting = Setting(d["n_threads"], d["n_gpu_layers"], d["pp"]["n_tokens"], d["tg"]["n_tokens"], d["repetitions"])
+        setting = Setting(d["n_threads"], d["n_gpu_layers"], d["pp"]["n_tokens"], d["tg"]["n_tokens"], d["repetitions"],
+                          tuple(d.get("rpc", ())))
 
         def rate(r: dict) -> Rate:
             return Rate(r["test"], r["n_tokens"], [ns / 1e9 for ns in r["samples_ns"]])
@@ -205,7 +208,7 @@ def bench_context(n_prompt: int, n_gen: int) -> int:
 def measure(path: Path, setting: Setting, log=None) -> BenchRow:  # noqa: ANN001 (a print-like callable)
     """Run one setting in this process."""
     options = LoadOptions(n_ctx=bench_context(setting.n_prompt, setting.n_gen), n_threads=setting.threads,
-                          n_gpu_layers=setting.gpu_layers, n_batch=N_BATCH)
+                          n_gpu_layers=setting.gpu_layers, n_batch=N_BATCH, rpc=tuple(setting.rpc))
     rng = np.random.default_rng(_SEED)
     with Engine(path, options) as engine:
         messages = _ttft_prompt(engine, setting.n_prompt)

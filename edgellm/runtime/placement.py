@@ -24,3 +24,23 @@ def offload_note(file_type: str, device_names: list[str], n_gpu_layers: int) -> 
         return None
     return (f"llama.cpp's CUDA kernels lose more accuracy on {file_type.upper()} than its CPU does; for GPU offload "
             "prefer Q4_K_M, Q5_K_M or Q8_0")
+
+
+def split_label(split) -> str:  # noqa: ANN001 - planner.Split
+    """`processor` with RPC workers: "37%/63% here/workers" by the blocks each side holds."""
+    remote = round(100 * split.remote_layers / split.block_count) if split.block_count else 0
+    if remote >= 100:
+        return "100% workers"
+    return "100% here" if remote <= 0 else f"{100 - remote}%/{remote}% here/workers"
+
+
+def split_lines(split) -> list[str]:  # noqa: ANN001 - planner.Split
+    """Who holds which layers and how many bytes, one line per holder (`show --rpc`)."""
+    from edgellm.units import human_bytes
+
+    return [
+        f"{h.name}: {h.describe_layers()}, {human_bytes(h.needed)} (weights {human_bytes(h.weights)} + KV "
+        f"{human_bytes(h.kv_cache)} + compute {human_bytes(h.compute)}) of {human_bytes(max(h.free, 0))} offered"
+        + ("" if h.fits else " - DOES NOT FIT")
+        for h in split.holders
+    ]
