@@ -10,7 +10,7 @@ from edgellm import __version__
 from edgellm.errors import EdgeLLMError
 
 # verb modules, in the order `edgellm --help` lists them; each has register(subparsers) and run(args)
-VERBS = ["run", "chat", "show", "pull", "list", "rm", "plan", "quantize", "bench", "eval", "doctor", "worker"]
+VERBS = ["run", "chat", "show", "pull", "list", "rm", "plan", "quantize", "bench", "eval", "doctor", "worker", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

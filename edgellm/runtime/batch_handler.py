@@ -2,7 +2,8 @@
 
 Ops (all answered as ``queued``, then ``piece``/``embedding`` events, then ``done`` or ``error``):
 ``chat`` (messages: the model's own chat template, rendered and tokenized here, in the runner),
-``complete`` (prompt: raw text), ``embed`` (input: text). Each carries ``params`` (SamplingParams'
+``complete`` (prompt: raw text), ``embed`` (input: text); ``slots`` answers at once with how
+many slots are busy and how many requests wait. Each carries ``params`` (SamplingParams'
 fields), and optionally ``stop``, ``response_format`` (OpenAI's: becomes a llama.cpp grammar),
 ``presence_penalty``, ``frequency_penalty``, ``logprobs``. Load options are LoadOptions' fields
 plus ``slots``, ``chunk`` and ``max_queue``; ``n_ctx`` is the context of one slot."""
@@ -46,6 +47,10 @@ class BatchHandler:
         }
 
     def submit(self, req_id: int, op: str, args: dict[str, Any], emit: Emit) -> None:
+        if op == "slots":
+            busy, waiting = self.batch.busy()
+            emit(req_id, "done", slots=self.batch.slots_n, busy=busy, waiting=waiting)
+            return
         prompt = _PROMPTS.get(op)
         if prompt is None:
             emit(req_id, "error", error="ProtocolError", message=f"unknown op {op!r}")

@@ -1,0 +1,109 @@
+"""`edgellm serve MODEL [MODEL...]`: an OpenAI-compatible server that answers several users at once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from edgellm.commands.options import add_load_options, load_options, number
+from edgellm.errors import EdgeLLMError
+from edgellm.models.resolve import looks_like_path, resolve_model
+
+API_KEY_ENV = "EDGELLM_API_KEY"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from edgellm.runtime.batch import DEFAULT_CHUNK, DEFAULT_QUEUE
+
+    p = sub.add_parser("serve", help="serve models over the OpenAI API, several requests at once")
+    p.add_argument("model", nargs="+", help="`default`, a model name or a .gguf path; several models: several names")
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 exposes the server to the network (set --api-key)")
+    g.add_argument("--port", type=number(int, 0, 65535), default=8000, help="TCP port (0: any free port)")
+    g.add_argument("--parallel", type=number(int, 1, 64), default=None, metavar="N",
+                   help="requests generated at once per model (default: up to 4, as many as memory holds)")
+    g.add_argument("--queue", type=number(int, 0), default=DEFAULT_QUEUE, metavar="N",
+                   help="requests that may wait for a free slot; more get 503 with Retry-After")
+    g.add_argument("--chunk", type=number(int, 16), default=DEFAULT_CHUNK, metavar="N",
+                   help="prompt tokens evaluated per step beside the running streams")
+    g.add_argument("--api-key", default=None, metavar="KEY",
+                   help=f"require `Authorization: Bearer KEY` (default: ${API_KEY_ENV} if set, else no key)")
+    g.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser pages from ORIGIN (repeatable; `*` for any); off by default")  # fmt: skip
+    add_load_options(p)
+    p.set_defaults(handler=run)
+
+
+def model_id(name: str, path: Path) -> str:
+    """The name clients send as ``model``: what was typed, or a file's stem for a path."""
+    return path.stem if looks_like_path(name) else name
+
+
+def served_models(args: argparse.Namespace) -> list:
+    """A ServedModel per MODEL (not started): per-slot context, slots and load options checked."""
+    from edgellm.models.gguf_file import inspect
+    from edgellm.runtime import planner
+    from edgellm.runtime.batch import default_slots
+    from edgellm.runtime.runner import jsonable
+    from edgellm.server.pool import ServedModel
+
+    models = []
+    for name in args.model:
+        path = resolve_model(name)
+        per_slot = args.ctx or planner.default_context(inspect(path).context_length)
+        slots = args.parallel or default_slots(path, per_slot)
+        options = load_options(argparse.Namespace(**{**vars(args), "model": name, "ctx": per_slot}))
+        planner.check_load(path, per_slot * slots, options.n_gpu_layers, flash_attn=options.flash_attn)
+        runner_options = {**jsonable(options), "slots": slots, "max_queue": args.queue, "chunk": args.chunk}
+        ident = model_id(name, path)
+        if any(m.name == ident for m in models):
+            raise EdgeLLMError(f"model {ident!r} is named twice")
+        models.append(ServedModel(ident, path, runner_options, verbose=args.verbose, created=int(time.time())))
+    return models
+
+
+def listen(host: str, port: int) -> socket.socket:
+    try:
+        return socket.create_server((host, port), reuse_port=False)
+    except OSError as err:
+        raise EdgeLLMError(f"cannot listen on {host}:{port}: {err.strerror}; pick another --port") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from edgellm.server.app import create_app
+
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        print(f"edgellm: warning: listening on {args.host} without an API key: anyone who can reach this "
+              f"port can use it (set --api-key or ${API_KEY_ENV})", file=sys.stderr)  # fmt: skip
+    models = served_models(args)
+    sock = listen(args.host, args.port)
+    try:
+        for model in models:
+            slots = model.options["slots"]
+            print(f"loading {model.name} ({model.path.name}, {slots} slots of {model.options['n_ctx']} tokens)...",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            model.start()
+        host, port = sock.getsockname()[:2]
+        url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/v1"
+        auth = " -H 'Authorization: Bearer $EDGELLM_API_KEY'" if api_key else ""
+        print(f"serving {', '.join(m.name for m in models)} at {url}", flush=True)
+        print(f"try: curl {url}/chat/completions{auth} -H 'Content-Type: application/json' "
+              f"-d '{{\"model\": \"{models[0].name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hi\"}}]}}'",
+              flush=True)  # fmt: skip
+        app = create_app(models, api_key=api_key, cors=args.cors)
+        config = uvicorn.Config(app, log_level="info" if args.verbose else "warning", access_log=args.verbose,
+                                timeout_graceful_shutdown=3)  # fmt: skip
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+        for model in models:
+            model.close()
+    return 0

@@ -1,0 +1,130 @@
+"""The served models: one runner process each, restarted after a death, and the bridge from a
+runner request's events (read on the client's thread) into the event loop.
+
+A runner that dies fails its requests in flight (RunnerDied -> 503); the next request for the
+model starts a fresh one, so the server itself stays up (Ollama restarts lazily the same way)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgellm.errors import EdgeLLMError
+from edgellm.runtime.client import Request, RunnerProcess
+from edgellm.server.errors import APIError
+
+FINAL = ("done", "error")
+
+
+class EventStream:
+    """A runner request's events as an async iterator of lists (all events that arrived
+    together: a slow client gets them in one write). A pump thread blocks on the request's
+    queue so the event loop never does; ``cancel`` tells the runner to free the sequence."""
+
+    def __init__(self, request: Request, loop: asyncio.AbstractEventLoop) -> None:
+        self.request = request
+        self._loop = loop
+        self._queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
+        self._held: list[dict[str, Any]] = []  # what came with ``queued``
+        self.finished = False
+        threading.Thread(target=self._pump, daemon=True, name=f"events-{request.id}").start()
+
+    def _pump(self) -> None:
+        events = self.request.events
+        while True:
+            batch = [events.get()]
+            while batch[-1].get("event") not in FINAL and not events.empty():
+                batch.append(events.get_nowait())
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, batch)
+            if batch[-1].get("event") in FINAL:
+                return
+
+    async def next(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """The next events; TimeoutError after ``timeout`` seconds without any."""
+        batch = await asyncio.wait_for(self._queue.get(), timeout)
+        if batch[-1].get("event") in FINAL:
+            self.finished = True
+        return batch
+
+    async def accepted(self) -> None:
+        """Wait for the runner to take the request (``queued``); raise its refusal as an APIError."""
+        batch = await self.next()
+        if batch[0].get("event") == "error":
+            raise APIError.from_runner(batch[0])
+        self._held = batch[1:]
+
+    async def batches(self, idle: float | None = None) -> AsyncIterator[list[dict[str, Any]]]:
+        """The events as they arrive, in lists; an empty list after each ``idle`` seconds without
+        any (time to ping the client or check that it is still there)."""
+        held, self._held = self._held, []
+        if held:
+            yield held
+        while not self.finished:
+            try:
+                yield await self.next(idle)
+            except TimeoutError:
+                yield []
+
+    def cancel(self) -> None:
+        if not self.finished:
+            self.request.cancel()
+
+
+@dataclass
+class ServedModel:
+    """One model under one name, served by a ``batch`` runner."""
+
+    name: str
+    path: Path
+    options: dict[str, Any]  # the runner's load options (LoadOptions' fields, slots, chunk, max_queue)
+    verbose: bool = False
+    created: int = 0
+    runner: RunnerProcess | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def start(self) -> None:
+        """Start (or restart) the runner; blocks while the model loads."""
+        if self.runner is not None:
+            self.runner.close()
+        self.runner = RunnerProcess("batch", self.path, self.options, model=self.name, verbose=self.verbose)
+
+    async def live(self) -> RunnerProcess:
+        """The runner, restarted first if it died (one restart at a time)."""
+        async with self._lock:
+            if self.runner is None or not self.runner.alive:
+                try:
+                    await asyncio.to_thread(self.start)
+                except EdgeLLMError as err:
+                    raise APIError(503, f"model {self.name} could not be restarted: {err}",
+                                   code="model_unavailable") from None  # fmt: skip
+        assert self.runner is not None
+        return self.runner
+
+    async def open(self, op: str, args: dict[str, Any]) -> EventStream:
+        """Send a request; returns once the runner accepted it (``queued``) or raises its refusal."""
+        runner = await self.live()
+        stream = EventStream(runner.request(op, **args), asyncio.get_running_loop())
+        await stream.accepted()
+        return stream
+
+    async def ask(self, op: str, **args: Any) -> dict[str, Any]:
+        """A request with one answer (``done``'s payload)."""
+        runner = await self.live()
+        stream = EventStream(runner.request(op, **args), asyncio.get_running_loop())
+        async for batch in stream.batches():
+            for event in batch:
+                if event["event"] == "error":
+                    raise APIError.from_runner(event)
+                if event["event"] == "done":
+                    return event
+        raise APIError(500, "the runner ended the request without an answer")
+
+    def close(self) -> None:
+        if self.runner is not None:
+            with contextlib.suppress(Exception):
+                self.runner.close()
