@@ -180,7 +180,8 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
         from edgellm.models.gguf_file import inspect
 
         warn_context(args.ctx, inspect(model).context_length)
-    layers = gpu_layers(args.gpu_layers, model, args.ctx, verbose=args.verbose)
+    # with --rpc the workers' share is planned by rpc_load_options, not by free VRAM
+    layers = 0 if getattr(args, "rpc", None) else gpu_layers(args.gpu_layers, model, args.ctx, verbose=args.verbose)
     warn_gpu_layers(layers)
     options = LoadOptions(
         n_ctx=args.ctx,
