@@ -19,8 +19,8 @@ from edgellm.commands.options import (
 from edgellm.measure.benchmark import BenchRow, Setting, bench_context, run_settings, table
 from edgellm.models.gguf_file import inspect
 from edgellm.models.resolve import resolve_model
-from edgellm.runtime import backends
 from edgellm.runtime.engine import default_threads
+from edgellm.runtime.hardware import gpu_offload_supported
 
 
 def int_list(minimum: int):  # noqa: ANN201 (an argparse type)
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         layers = [gpu_layers(v, model, ctx) for v in args.gpu_layers]
         warn_gpu_layers(layers)
-        if not backends.gpus():  # every layer count is the same CPU run: measure it once, as 0
+        if not gpu_offload_supported():  # every layer count is the same CPU run: measure it once, as 0
             layers = [0]
     settings = [
         Setting(threads=t, gpu_layers=g, n_prompt=args.n_prompt, n_gen=args.n_gen, reps=args.repetitions,

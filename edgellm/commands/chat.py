@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgellm.commands.leftovers import sweep_store
 from edgellm.commands.options import add_load_options, add_rpc_option, add_sampling_options, load_options
 from edgellm.models.gguf_file import inspect
 from edgellm.models.resolve import looks_like_path, resolve_model
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from edgellm.tui.chat_settings import ChatSettings
     from edgellm.tui.sessions import SessionStore
 
+    sweep_store()
     model = args.model
     if model is not None:
         inspect(resolve_model(model))  # a bad MODEL is a one-line error before the screen opens

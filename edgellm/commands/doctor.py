@@ -15,6 +15,7 @@ from edgellm.errors import EdgeLLMError
 from edgellm.models.default_model import default_model_path
 from edgellm.runtime import backends
 from edgellm.runtime.engine import default_threads
+from edgellm.runtime.hardware import gpu_offload_supported
 from edgellm.units import human_bytes
 
 REBUILD = "rebuild with `rm .venv/.llama-cpp-build && make setup`"
@@ -66,7 +67,6 @@ class Report:
 
 
 def report() -> Report:
-    import llama_cpp
 
     info = backends.system_info()
     vm = psutil.virtual_memory()
@@ -75,7 +75,7 @@ def report() -> Report:
     except EdgeLLMError as err:
         model = f"missing: {err}"
     warnings = build_warnings(info.get("CPU", {}), backends.cpu_flags())
-    offload = bool(llama_cpp.llama_supports_gpu_offload())
+    offload = gpu_offload_supported()
     if not offload and os.path.exists("/proc/driver/nvidia/version"):
         warnings.append("an NVIDIA driver is present but this build has no GPU backend: "
                         "rebuild with `EDGELLM_GPU=cuda make setup`")

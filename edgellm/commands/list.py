@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from edgellm.commands.leftovers import sweep_store
 from edgellm.errors import EdgeLLMError
 from edgellm.models import registry
 from edgellm.models.default_model import default_model_path
@@ -140,6 +141,7 @@ def registry_rows() -> list[dict[str, object]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    sweep_store()
     rows = registry_rows() if args.all else stored_rows()
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))

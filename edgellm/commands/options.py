@@ -165,10 +165,10 @@ def warn_gpu_layers(layers: int | list[int], *, remote: bool = False) -> None:
     """One wording for every command: layers asked of a machine with no GPU device (a build with
     only the CPU and RPC backends counts as "offload supported" in llama.cpp); ``remote``: RPC
     workers take them instead."""
-    from edgellm.runtime import backends
+    from edgellm.runtime.hardware import gpu_offload_supported
 
     asked = any(v != 0 for v in (layers if isinstance(layers, list) else [layers]))
-    if asked and not remote and not backends.gpus():
+    if asked and not remote and not gpu_offload_supported():
         warn("no GPU in this llama.cpp build or machine: --gpu-layers changes nothing (all layers run on the CPU)")
 
 

@@ -11,6 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
+from edgellm.commands.leftovers import sweep_store
 from edgellm.commands.options import add_ctx_option
 from edgellm.errors import EdgeLLMError
 from edgellm.models import gguf_file, hub, registry
@@ -105,6 +106,7 @@ def pull_checkpoint(store: Store, entry: ModelEntry, ref: Ref) -> StoredModel:
 
 
 def run(args: argparse.Namespace) -> int:
+    sweep_store()
     asked = parse_ref(args.model)
     entry = registry.load().lookup(asked.name)
     ref = Ref(entry.name, asked.qtype or entry.recommended)

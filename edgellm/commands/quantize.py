@@ -4,7 +4,10 @@ a Hugging Face model folder (or a GGUF file) → quantized GGUF files, without t
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from edgellm.commands.leftovers import sweep_output
+from edgellm.commands.options import THREADS
 from edgellm.units import human_bytes
 
 
@@ -30,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     where.add_argument("-o", "--output", metavar="OUT", help="output file ({ftype} in it for several types)")
     where.add_argument("--outdir", metavar="DIR", help="folder for the outputs, named by the GGUF convention "
                        "(default: the model folder)")  # fmt: skip
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="quantizer threads (default: all cores)")
+    p.add_argument("--threads", type=THREADS, default=None, metavar="N", help="quantizer threads (default: all cores)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.add_argument("--report", action="store_true", help="then score every output against the f16 (PPL, KLD, "
                    "same top p, tok/s): a table and a size-vs-KLD PNG (see `edgellm eval`)")  # fmt: skip
@@ -44,9 +47,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def output_folder(args: argparse.Namespace) -> Path:
+    """Where this run writes (and an interrupted one left its hidden intermediates)."""
+    if args.output:
+        return Path(args.output).expanduser().parent
+    if args.outdir:
+        return Path(args.outdir).expanduser()
+    src = Path(args.src).expanduser()
+    return src if src.is_dir() else src.parent
+
+
 def run(args: argparse.Namespace) -> int:
     import quantize
 
+    sweep_output(output_folder(args))
     if args.lora_only:
         return lora_only(args)
     run_quantize = quantize.run
@@ -63,8 +77,6 @@ def run(args: argparse.Namespace) -> int:
 
 def lora_only(args: argparse.Namespace) -> int:
     """An adapter folder → a GGUF LoRA adapter (f16 unless -t f32/bf16)."""
-    from pathlib import Path
-
     from quantize.llamacpp import DEFAULT_TYPE
     from quantize.lora_adapter import default_output, write_lora_adapter
     from quantize.sources.lora import read_adapter

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from edgellm.commands.leftovers import sweep_store
 from edgellm.errors import EdgeLLMError
 from edgellm.models.store import Store, parse_ref
 from edgellm.units import human_bytes
@@ -16,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    sweep_store()
     store = Store()
     refs = [parse_ref(text) for text in args.models]  # every name is checked before anything is deleted
     for ref in refs:

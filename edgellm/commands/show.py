@@ -9,6 +9,7 @@ from edgellm.commands.options import GPU_LAYERS_HELP, add_rpc_option, gpu_layers
 from edgellm.models.gguf_file import GGUFInfo, inspect
 from edgellm.models.resolve import resolve_model
 from edgellm.runtime import backends
+from edgellm.runtime.hardware import gpu_offload_supported
 from edgellm.runtime.placement import layer_split, offload_note, split_label, split_lines
 from edgellm.units import human_bytes, human_count
 
@@ -49,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         layers = gpu_layers(args.gpu_layers, path, verbose=True)  # `auto` says what it chose, on stderr
         warn_gpu_layers(layers)
-        # a GPU device, not llama_supports_gpu_offload(): that is true for a CPU build with the RPC backend
-        processor = layer_split(layers, info.block_count, bool(backends.gpus()))
+        processor = layer_split(layers, info.block_count, gpu_offload_supported())
     if args.json:
         where = {"placement": [{"holder": h.name, "layers": list(h.layers), "output": h.output,
                                 "weights": h.weights, "kv_cache": h.kv_cache, "compute": h.compute, "offered": h.free}

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import llama_cpp
 import numpy as np
 
 from edgellm.errors import EdgeLLMError
@@ -147,7 +146,9 @@ def peak_rss() -> int:
 
 
 def _backend() -> str:
-    return "GPU" if llama_cpp.llama_supports_gpu_offload() else "CPU"
+    from edgellm.runtime.hardware import gpu_offload_supported
+
+    return "GPU" if gpu_offload_supported() else "CPU"
 
 
 def _random_tokens(rng: np.random.Generator, n: int, n_vocab: int, bos: int | None) -> list[int]:

@@ -70,9 +70,13 @@ def nvidia_gpus(exe: str = "nvidia-smi") -> tuple[Gpu, ...]:
 
 
 def gpu_offload_supported() -> bool:
+    """A GPU backend with a device: llama_supports_gpu_offload() alone is also true for a CPU build
+    that carries the RPC backend (layers then go to workers, which `--rpc` handles)."""
     import llama_cpp
 
-    return bool(llama_cpp.llama_supports_gpu_offload())
+    from edgellm.runtime import backends
+
+    return bool(llama_cpp.llama_supports_gpu_offload()) and bool(backends.gpus())
 
 
 def ggml_gpus() -> tuple[Gpu, ...]:
