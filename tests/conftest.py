@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgellm.models.default_model import default_model_path
+from edgellm.runtime.client import RemoteEngine
 from edgellm.runtime.engine import Engine, LoadOptions
 
 
@@ -22,10 +23,17 @@ def engine(default_model: Path) -> Iterator[Engine]:
         yield eng
 
 
+@pytest.fixture(scope="session")
+def remote_engine(default_model: Path) -> Iterator[RemoteEngine]:
+    """The default model in a runner process, as the CLI and the chat app load it."""
+    with RemoteEngine(default_model, LoadOptions(n_ctx=2048)) as eng:
+        yield eng
+
+
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads or writes the user's real data, config or cache directories."""
     root = tmp_path_factory.mktemp("home")
-    for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+    for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"):
         monkeypatch.setenv(var, str(root / var.lower()))
     monkeypatch.delenv("EDGELLM_HOME", raising=False)

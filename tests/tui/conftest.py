@@ -1,4 +1,4 @@
-"""Apps under test: on the real default model (the session's shared Engine) or on a scripted engine."""
+"""Apps under test: on the real default model (the session's shared runner) or on a scripted engine."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from edgellm.runtime.engine import Engine, LoadOptions
+from edgellm.runtime.client import RemoteEngine
+from edgellm.runtime.engine import LoadOptions
 from edgellm.tui.app import ChatApp
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.engines import EngineSlot
@@ -36,14 +37,14 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_real_app(engine: Engine, db_path: Path) -> Iterator[Callable[..., ChatApp]]:
-    """A ChatApp on the real default model, loaded once per test session."""
+def make_real_app(remote_engine: RemoteEngine, db_path: Path) -> Iterator[Callable[..., ChatApp]]:
+    """A ChatApp on the real default model in its runner process, loaded once per test session."""
     stores: list[SessionStore] = []
 
     def make(settings: ChatSettings = GREEDY, path: Path = db_path) -> ChatApp:
         store = SessionStore(path)
         stores.append(store)
-        slot = EngineSlot(loader=lambda _model, _options: engine, release=keep)
+        slot = EngineSlot(loader=lambda _model, _options: remote_engine, release=keep)
         return ChatApp(store, slot=slot, base_options=LoadOptions(n_ctx=2048), new_chat_settings=settings)
 
     yield make
