@@ -1,5 +1,6 @@
-"""Cross-check against llama.cpp's own converter (convert_hf_to_gguf.py from the llama-cpp-python
-sdist, run as a yardstick): the same f16 tensors, byte for byte, and the same vocabulary."""
+"""Cross-check against llama.cpp's own converter (convert_hf_to_gguf.py from the pinned llama-cpp-python
+sdist, fetched hash-checked into the cache on first use, run as a yardstick): the same f16 tensors, byte for
+byte, and the same vocabulary."""
 
 from __future__ import annotations
 
@@ -11,17 +12,24 @@ import gguf
 import numpy as np
 import pytest
 
+from bench import llama_tools
+
 from .reference import gguf_fields
 
-CONVERT_HF = Path("/tmp/sd/llama_cpp_python-0.3.36/vendor/llama.cpp/convert_hf_to_gguf.py")
+# The user's cache, read at import: the tests' isolated XDG folders would fetch it again every session.
+LLAMA_ROOT = llama_tools.default_root()
 
 
-@pytest.mark.skipif(not CONVERT_HF.is_file(), reason="llama-cpp-python sdist not unpacked at /tmp/sd")
+@pytest.fixture(scope="session")
+def convert_hf() -> Path:
+    return llama_tools.llama_cpp_dir(LLAMA_ROOT) / "convert_hf_to_gguf.py"
+
+
 @pytest.mark.parametrize("name", ["llama2-chat", "llama2-70b", "chinese-alpaca-16k"])
-def test_same_tensors_and_vocabulary_as_convert_hf_to_gguf(models, tmp_path, name: str) -> None:  # noqa: ANN001
+def test_same_tensors_and_vocabulary_as_convert_hf_to_gguf(models, convert_hf: Path, tmp_path, name: str) -> None:  # noqa: ANN001
     model = models(name)
     theirs = tmp_path / "theirs.gguf"
-    cmd = [sys.executable, str(CONVERT_HF), str(model.folder), "--outtype", "f16", "--outfile", str(theirs)]
+    cmd = [sys.executable, str(convert_hf), str(model.folder), "--outtype", "f16", "--outfile", str(theirs)]
     subprocess.run(cmd, check=True, capture_output=True)
     a, b = gguf.GGUFReader(model.gguf("f16")), gguf.GGUFReader(theirs)
     ours = {t.name: t for t in a.tensors}
