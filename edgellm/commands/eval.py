@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
-from typing import TextIO
 
-from edgellm.measure.evaluate import EvalPlan, EvalResult, OnChunk, compare, perplexity, prepare_reference
+from edgellm.measure.evaluate import EvalPlan, EvalResult, chunk_progress, compare, perplexity, prepare_reference
 from edgellm.models.resolve import resolve_model
 
 
@@ -34,31 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: physical cores)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=run)
-
-
-def chunk_progress(out: TextIO | None = None) -> OnChunk:
-    """Progress of a scoring pass on ``out`` (stderr): chunks, tokens/s and ETA; redrawn in place
-    on a terminal, a line every 10 s otherwise (logs, CI)."""
-    out = out or sys.stderr
-    last = [0.0]
-    tty = out.isatty()
-
-    def show(what: str, done: int, total: int, tokens: int, seconds: float) -> None:
-        now = time.monotonic()
-        if not tty and done < total and now - last[0] < 10:
-            return
-        last[0] = now
-        rate = tokens / seconds if seconds else 0.0
-        eta = seconds / done * (total - done)
-        line = f"{what}: chunk {done}/{total}, {rate:,.0f} tok/s, " + (
-            f"ETA {eta // 60:.0f}:{eta % 60:02.0f}" if done < total else f"done in {seconds:.1f} s"
-        )
-        out.write(f"\r{line}\x1b[K" if tty else line + "\n")
-        if tty and done == total:
-            out.write("\n")
-        out.flush()
-
-    return show
 
 
 def report_lines(r: EvalResult) -> list[str]:

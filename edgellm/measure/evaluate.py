@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import math
 import shutil
+import sys
 import tempfile
 import time
 import unicodedata
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -31,6 +33,31 @@ KLD_PERCENTILES = (99.9, 99.0, 95.0, 90.0, 50.0, 10.0, 5.0, 1.0, 0.1)
 
 # Called after each chunk with (what, chunks done, chunks in all, tokens done, seconds so far).
 OnChunk = Callable[[str, int, int, int, float], None]
+
+
+def chunk_progress(out: TextIO | None = None) -> OnChunk:
+    """Progress of a scoring pass on ``out`` (stderr): chunks, tokens/s and ETA; redrawn in place
+    on a terminal, a line every 10 s otherwise (logs, CI)."""
+    out = out or sys.stderr
+    last = [0.0]
+    tty = out.isatty()
+
+    def show(what: str, done: int, total: int, tokens: int, seconds: float) -> None:
+        now = time.monotonic()
+        if not tty and done < total and now - last[0] < 10:
+            return
+        last[0] = now
+        rate = tokens / seconds if seconds else 0.0
+        eta = seconds / done * (total - done)
+        line = f"{what}: chunk {done}/{total}, {rate:,.0f} tok/s, " + (
+            f"ETA {eta // 60:.0f}:{eta % 60:02.0f}" if done < total else f"done in {seconds:.1f} s"
+        )
+        out.write(f"\r{line}\x1b[K" if tty else line + "\n")
+        if tty and done == total:
+            out.write("\n")
+        out.flush()
+
+    return show
 
 
 def load_text(spec: str) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from edgellm.errors import EdgeLLMError
 from edgellm.measure import plot
 from edgellm.measure.benchmark import Rate, generation_rate, markdown_table
-from edgellm.measure.evaluate import EvalPlan, EvalResult, OnChunk, compare_loaded, prepare_reference
+from edgellm.measure.evaluate import EvalPlan, EvalResult, OnChunk, chunk_progress, compare_loaded, prepare_reference
 from edgellm.models.gguf_file import GGUFInfo, inspect
 from edgellm.units import human_bytes
 
@@ -110,8 +110,6 @@ def write_plot(rows: list[ReportRow], path: Path) -> None:
 
 def report(reference: Path, outputs: list[Path], png: Path) -> list[ReportRow]:
     """What `edgellm quantize --report` runs: progress on stderr, the table on stdout, the PNG."""
-    from edgellm.commands.eval import chunk_progress
-
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
