@@ -10,7 +10,8 @@ from edgellm import __version__
 from edgellm.errors import EdgeLLMError
 
 # verb modules, in the order `edgellm --help` lists them; each has register(subparsers) and run(args)
-VERBS = ["run", "chat", "show", "pull", "list", "rm", "plan", "quantize", "bench", "eval", "doctor", "worker", "serve"]
+VERBS = ["run", "chat", "show", "pull", "list", "rm", "plan", "quantize", "bench", "eval", "doctor", "worker", "serve",
+         "import_gguf", "ps"]
 
 
 def build_parser() -> argparse.ArgumentParser:
