@@ -115,3 +115,12 @@ def converted_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = B.build(root / "Llama-2-rpc-test-hf", config, B.train_spm())
     (out,) = run(folder, "Q8_0", outdir=root / "out", progress=False)
     return out.path
+
+
+@pytest.fixture(scope="session")
+def many_layers_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 12-layer F16 llama of ~520 MB: fine-grained enough for a three-way split by free memory."""
+    from tests.store.tiny_gguf import write_tiny_llama
+
+    path = tmp_path_factory.mktemp("rpc-models") / "many-layers-f16.gguf"
+    return write_tiny_llama(path, layers=12, embedding=1024, heads=8, kv_heads=8, ffn=5632, vocab=512)
