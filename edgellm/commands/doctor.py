@@ -13,7 +13,7 @@ import psutil
 from edgellm import __version__
 from edgellm.errors import EdgeLLMError
 from edgellm.models.default_model import default_model_path
-from edgellm.runtime import backends
+from edgellm.runtime import backends, rpc
 from edgellm.runtime.engine import default_threads
 from edgellm.runtime.hardware import gpu_offload_supported
 from edgellm.units import human_bytes
@@ -50,6 +50,7 @@ class Report:
     llama_cpp_python: str
     backends: list[str]
     gpu_offload: bool
+    rpc: bool  # llama.cpp's RPC backend: `edgellm worker` and --rpc
     devices: list[backends.Device]
     cpu: str
     build_features: dict[str, dict[str, str]]
@@ -84,6 +85,7 @@ def report() -> Report:
         llama_cpp_python=version("llama-cpp-python"),
         backends=[name for name in info if name != "CPU"] + ["CPU"],
         gpu_offload=offload,
+        rpc=rpc.available(),
         devices=backends.devices(),
         cpu=backends.cpu_name(),
         build_features=info,
@@ -106,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         ("edgellm", f"{r.edgellm} (llama-cpp-python {r.llama_cpp_python})"),
         ("backends", " + ".join(r.backends)),
         ("GPU offload", "yes" if r.gpu_offload else "no (CPU-only build; EDGELLM_GPU=cuda|metal make setup)"),
+        ("RPC", f"yes: `edgellm worker` lends this machine, --rpc HOST:PORT borrows workers (protocol "
+                f"{'.'.join(map(str, rpc.PROTOCOL))})" if r.rpc else f"no (no libggml-rpc in this build; {REBUILD})"),
         ("CPU", r.cpu),
         ("build features", " ".join(k for k, v in r.build_features.get("CPU", {}).items() if v == "1")),
         ("threads", f"{r.threads_default} by default ({r.cores_physical} physical, {r.cores_logical} logical cores)"),
