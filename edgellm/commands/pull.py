@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgellm.commands.leftovers import sweep_store
 from edgellm.commands.options import add_ctx_option
 from edgellm.errors import EdgeLLMError
 from edgellm.models import gguf_file, hub, registry
-from edgellm.models.registry import ModelEntry
+from edgellm.models.registry import FILE_TYPES, ModelEntry
 from edgellm.models.store import Ref, Store, StoredModel, parse_ref
 from edgellm.runtime import planner
 from edgellm.units import human_bytes
@@ -23,7 +25,8 @@ from edgellm.units import human_bytes
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pull", help="download a model by name (converting and quantizing it if needed)")
-    p.add_argument("model", help="NAME[:TYPE] from `edgellm list --all`, e.g. qwen1.5-0.5b-chat:Q8_0")
+    p.add_argument("model", help="NAME[:TYPE] from `edgellm list --all`, e.g. qwen1.5-0.5b-chat:Q8_0, or "
+                   "hf.co/ORG/REPO[:QUANT]: a GGUF file of any Hugging Face repository (default quant Q4_K_M)")
     add_ctx_option(p, "context you mean to use (memory check)")
     p.add_argument("--force", action="store_true", help="fetch again even if the store has it")
     p.add_argument("--no-memory-check", action="store_true", help="pull even if it will not fit this machine")
@@ -105,8 +108,94 @@ def pull_checkpoint(store: Store, entry: ModelEntry, ref: Ref) -> StoredModel:
     return model
 
 
+HUB_PREFIXES = ("hf.co/", "huggingface.co/", "https://huggingface.co/", "https://hf.co/")
+HUB_DEFAULT_QUANT = "Q4_K_M"  # what Ollama and llama.cpp's -hf pick when the tag names none
+
+
+@dataclass(frozen=True)
+class HubRef:
+    """`hf.co/ORG/REPO[:QUANT]`: a repository of GGUF files and the quantization wanted."""
+
+    repo: str
+    quant: str | None
+
+    @property
+    def store_name(self) -> str:
+        """`bartowski/Qwen2.5-0.5B-Instruct-GGUF` -> `qwen2.5-0.5b-instruct` (a store name)."""
+        name = re.sub(r"[-_.]gguf$", "", self.repo.rsplit("/", 1)[1], flags=re.IGNORECASE).lower()
+        return re.sub(r"[^a-z0-9._-]+", "-", name).strip(".-_") or "model"
+
+
+def parse_hub_ref(text: str) -> HubRef | None:
+    """A `hf.co/ORG/REPO[:QUANT]` reference, None for a registry name; a malformed one is refused."""
+    prefix = next((p for p in HUB_PREFIXES if text.lower().startswith(p)), None)
+    if prefix is None:
+        return None
+    repo, _, quant = text[len(prefix) :].partition(":")
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo) or ".." in repo:
+        raise EdgeLLMError(f"'{text}' is not hf.co/ORG/REPO[:QUANT] "
+                           "(e.g. hf.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M)")  # fmt: skip
+    return HubRef(repo, quant.upper() or None)
+
+
+def _quant_of(filename: str) -> str | None:
+    """The quantization a GGUF file name carries (`...-Q4_K_M.gguf`, `....q8_0.gguf`), by the GGUF naming convention."""
+    stem = re.sub(r"-\d{5}-OF-\d{5}$", "", filename.rsplit("/", 1)[-1][: -len(".gguf")].upper())  # split files
+    return next((t for t in sorted(FILE_TYPES, key=len, reverse=True) if re.search(rf"(^|[.\-_]){t}$", stem)), None)
+
+
+def pick_hub_file(ref: HubRef, files: dict[str, int]) -> tuple[str, str]:
+    """The repository's GGUF file for ``ref.quant`` (default Q4_K_M, else the only one): (file, type)."""
+    ggufs = {n: _quant_of(n) for n in files if n.lower().endswith(".gguf") and "mmproj" not in n.lower()}
+    if not ggufs:
+        raise EdgeLLMError(f"hf.co/{ref.repo} has no .gguf files: `edgellm pull` a registry name, or convert the "
+                           "checkpoint with `edgellm quantize`")  # fmt: skip
+    quants = sorted({q for q in ggufs.values() if q})
+    want = ref.quant or (HUB_DEFAULT_QUANT if HUB_DEFAULT_QUANT in quants or len(ggufs) > 1 else None)
+    matches = [n for n, q in ggufs.items() if want is None or q == want]
+    if not matches:
+        raise EdgeLLMError(f"hf.co/{ref.repo} has no {want} file; it has {', '.join(quants) or 'unnamed types'}: "
+                           f"pull hf.co/{ref.repo}:{quants[0] if quants else 'TYPE'}")  # fmt: skip
+    if any(re.search(r"-\d{5}-of-\d{5}\.gguf$", n) for n in matches):
+        raise EdgeLLMError(f"hf.co/{ref.repo}: the {want} model is split into several files, which edgellm cannot "
+                           "load yet; pick another quant")  # fmt: skip
+    name = sorted(matches, key=len)[0]
+    qtype = ggufs[name]
+    if qtype is None:
+        raise EdgeLLMError(f"hf.co/{ref.repo}/{name}: its name says no quantization type; download it and "
+                           "`edgellm import` it")  # fmt: skip
+    return name, qtype
+
+
+def pull_hub(store: Store, href: HubRef, force: bool) -> int:
+    """`pull hf.co/ORG/REPO[:QUANT]`: one GGUF file of any Hub repository into the store, named after it."""
+    if hub.offline():
+        raise EdgeLLMError("HF_HUB_OFFLINE is set: pulling hf.co/... needs the network (unset it)")
+    files = hub.repo_files(href.repo)
+    filename, qtype = pick_hub_file(href, files)
+    ref = Ref(href.store_name, qtype)
+    have = [m for m in store.named(ref.name) if m.qtype == qtype]
+    if have and not force:
+        print(f"{ref} is already pulled: {have[0].path}")
+        return 0
+    print(f"pulling {ref} from hf.co/{href.repo}/{filename} ({human_bytes(files.get(filename, 0))})")
+    if files.get(filename):
+        _check_disk(store.root, files[filename], f"{href.repo}/{filename}")
+    part, commit = hub.download_resumable(href.repo, filename, store.staging())
+    info = gguf_file.inspect(part)  # a truncated or non-GGUF download is refused here
+    manifest = {"source": {"endpoint": hub.endpoint(), "repo": href.repo, "file": filename, "commit": commit},
+                "architecture": info.architecture, "parameters": info.parameters}  # fmt: skip
+    model = store.install(part, Ref(ref.name, info.file_type if info.file_type in FILE_TYPES else qtype), manifest,
+                          move=True)  # fmt: skip
+    print(f"pulled {model.ref} ({human_bytes(model.size)}): `edgellm run {model.name}`")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     sweep_store()
+    href = parse_hub_ref(args.model)
+    if href is not None:
+        return pull_hub(Store(), href, args.force)
     asked = parse_ref(args.model)
     entry = registry.load().lookup(asked.name)
     ref = Ref(entry.name, asked.qtype or entry.recommended)
