@@ -14,7 +14,7 @@ import gguf
 
 from edgellm.models import chat_templates
 from quantize.errors import UnsupportedModel
-from quantize.families import Family, HParams, require
+from quantize.families import Family, HParams, optional, require
 from quantize.families.rope import rope_scaling, rope_theta
 from quantize.tensors import RowTransform, unpermute_rope
 
@@ -73,31 +73,32 @@ class LlamaFamily(Family):
             raise UnsupportedModel(f"{path}: hidden_act '{act}' is not llama's silu")
         n_embd = require(cfg, "hidden_size", path)
         n_head = require(cfg, "num_attention_heads", path)
-        n_head_kv = cfg.get("num_key_value_heads") or n_head
-        head_dim = cfg.get("head_dim") or n_embd // n_head
-        if not isinstance(n_head_kv, int) or n_head_kv <= 0 or n_head % n_head_kv:
+        n_head_kv = optional(cfg, "num_key_value_heads", path, n_head)
+        if n_head % n_head_kv:
             raise UnsupportedModel(
                 f"{path}: num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}"
             )
-        if "head_dim" not in cfg and n_embd % n_head:
+        if cfg.get("head_dim") is None and n_embd % n_head:
             raise UnsupportedModel(f"{path}: hidden_size {n_embd} is not a multiple of num_attention_heads {n_head}")
-        if not isinstance(head_dim, int) or head_dim % 2:
+        head_dim = optional(cfg, "head_dim", path, n_embd // n_head)
+        if head_dim % 2:
             raise UnsupportedModel(f"{path}: head dimension {head_dim} must be an even integer")
         # 2023 Alpaca folders call the context max_sequence_length; transformers' default is 2048
-        n_ctx = cfg.get("max_position_embeddings") or cfg.get("max_sequence_length") or 2048
-        eps = cfg.get("rms_norm_eps", 1e-6)
+        ctx_key = next((k for k in ("max_position_embeddings", "max_sequence_length") if cfg.get(k)), None)
         embed = ckpt.tensors.get("model.embed_tokens.weight")
-        return HParams(  # without vocab_size, the embedding rows say it (transformers would assume 32000)
-            n_vocab=cfg.get("vocab_size") or (embed.shape[0] if embed is not None else 32000),
-            n_ctx=n_ctx,
+        # without vocab_size, the embedding rows say it (transformers would assume 32000)
+        n_vocab = optional(cfg, "vocab_size", path, embed.shape[0] if embed is not None else 32000)
+        return HParams(
+            n_vocab=n_vocab,
+            n_ctx=require(cfg, ctx_key, path) if ctx_key else 2048,
             n_embd=n_embd,
             n_ff=require(cfg, "intermediate_size", path),
             n_layer=require(cfg, "num_hidden_layers", path),
             n_head=n_head,
             n_head_kv=n_head_kv,
             head_dim=head_dim,
-            rope_theta=rope_theta(cfg),
-            rms_eps=float(eps),
+            rope_theta=rope_theta(cfg, path),
+            rms_eps=float(optional(cfg, "rms_norm_eps", path, 1e-6, float)),
             rope_scaling=rope_scaling(cfg, path),
             tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import gguf
 
 from quantize.errors import UnsupportedModel
-from quantize.families import HParams, require
+from quantize.families import HParams, optional, require
 from quantize.families.qwen2 import Qwen2Family
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class QwenFamily(Qwen2Family):
         cfg, path = ckpt.config, ckpt.config_path
         n_embd = require(cfg, "hidden_size", path)
         n_head = require(cfg, "num_attention_heads", path)
-        head_dim = require(cfg, "kv_channels", path) if "kv_channels" in cfg else n_embd // n_head
+        head_dim = optional(cfg, "kv_channels", path, n_embd // n_head)
         n_ff = require(cfg, "intermediate_size", path)
         if head_dim * n_head != n_embd:
             raise UnsupportedModel(
@@ -55,7 +55,7 @@ class QwenFamily(Qwen2Family):
             raise UnsupportedModel(f"{path}: rotary_pct {cfg['rotary_pct']} (partial rotary) is not supported")
         # seq_length is the trained context (QWenConfig's default: 2048); max_position_embeddings
         # counts on dynamic NTK and logn attention scaling, which llama.cpp does not implement
-        n_ctx = require(cfg, "seq_length", path) if "seq_length" in cfg else 2048
+        n_ctx = optional(cfg, "seq_length", path, 2048)
         return HParams(
             n_vocab=require(cfg, "vocab_size", path),
             n_ctx=n_ctx,
@@ -65,8 +65,8 @@ class QwenFamily(Qwen2Family):
             n_head=n_head,
             n_head_kv=n_head,
             head_dim=head_dim,
-            rope_theta=float(require(cfg, "rotary_emb_base", path, float)) if "rotary_emb_base" in cfg else 10000.0,
-            rms_eps=float(require(cfg, "layer_norm_epsilon", path, float)) if "layer_norm_epsilon" in cfg else 1e-6,
+            rope_theta=float(optional(cfg, "rotary_emb_base", path, 10000.0, float)),
+            rms_eps=float(optional(cfg, "layer_norm_epsilon", path, 1e-6, float)),
         )
 
     def expected_shapes(self, hp: HParams) -> dict[gguf.MODEL_TENSOR, tuple[int, ...]]:

@@ -14,7 +14,7 @@ import gguf
 
 from edgellm.models import chat_templates
 from quantize.errors import CheckpointError, UnsupportedModel, VocabMismatch
-from quantize.families import Family, HParams, require
+from quantize.families import Family, HParams, optional, require
 from quantize.families.rope import rope_scaling, rope_theta
 from quantize.vocab.tiktoken_bpe import ENDOFTEXT, IM_END
 
@@ -44,7 +44,7 @@ class Qwen2Family(Family):
             raise UnsupportedModel(f"{path}: hidden_act '{act}' is not Qwen2's silu")
         n_embd = require(cfg, "hidden_size", path)
         n_head = require(cfg, "num_attention_heads", path)
-        n_head_kv = require(cfg, "num_key_value_heads", path) if "num_key_value_heads" in cfg else n_head
+        n_head_kv = optional(cfg, "num_key_value_heads", path, n_head)
         if n_embd % n_head or n_head % n_head_kv:
             raise UnsupportedModel(
                 f"{path}: hidden_size {n_embd}, num_attention_heads {n_head} and num_key_value_heads {n_head_kv} "
@@ -64,7 +64,7 @@ class Qwen2Family(Family):
             n_head=n_head,
             n_head_kv=n_head_kv,
             head_dim=n_embd // n_head,
-            rope_theta=rope_theta(cfg),
+            rope_theta=rope_theta(cfg, path),
             rms_eps=float(require(cfg, "rms_norm_eps", path, float)),
             rope_scaling=rope_scaling(cfg, path),
             tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),

@@ -3,21 +3,22 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from quantize.errors import ConfigError, UnsupportedModel
-from quantize.families import RopeScaling
+from quantize.families import RopeScaling, require
 
 SUPPORTED_SCALING = ("linear", "yarn")
 
 
-def rope_theta(config: dict[str, Any], default: float = 10000.0) -> float:
+def rope_theta(config: dict[str, Any], path: object = "config.json", default: float = 10000.0) -> float:
     params = config.get("rope_parameters") or {}
-    value = config.get("rope_theta", params.get("rope_theta", default))
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"config.json: 'rope_theta' must be a positive number, got {value!r}")
-    return float(value)
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: 'rope_parameters' must be an object, got {params!r}")
+    return float(require({"rope_theta": config.get("rope_theta", params.get("rope_theta", default))}, "rope_theta",
+                         path, float))  # fmt: skip
 
 
 def rope_scaling(config: dict[str, Any], path: Path) -> RopeScaling | None:
@@ -34,7 +35,7 @@ def rope_scaling(config: dict[str, Any], path: Path) -> RopeScaling | None:
             f"supported: {', '.join(SUPPORTED_SCALING)}"
         )
     factor = spec.get("factor")
-    if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
+    if not (isinstance(factor, (int, float)) and not isinstance(factor, bool) and math.isfinite(factor) and factor > 0):
         raise ConfigError(f"{path}: rope scaling '{kind}' needs a positive 'factor', got {factor!r}")
     if kind == "linear":
         return RopeScaling("linear", float(factor))

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from quantize.errors import CheckpointError, ConfigError
+from quantize.errors import CheckpointError, ConfigError, ConvertError
 
 SOURCES = ("safetensors", "torch_pickle", "meta", "lora")
 
@@ -66,16 +67,39 @@ class Checkpoint:
         return read_json(path) if path else {}
 
 
-def read_json(path: Path) -> dict[str, Any]:
+# Side files (config, index, tokenizer) are read whole and parsed in Python, where a hostile one
+# costs ~20x its size in objects. The largest real ones: tokenizer.json 33 MB (Gemma-3), the rest
+# a few MB at most; anything past this cap is not a real file, and 20x of it fits in 4 GB.
+MAX_SIDE_FILE = 64 << 20
+
+
+def read_capped(path: Path, error: type[ConvertError] = ConfigError, limit: int = MAX_SIDE_FILE) -> bytes:
+    """The bytes of ``path``; larger than ``limit`` is an ``error`` before anything is read (and a
+    file that grows while it is read, or is a device, still yields at most ``limit`` bytes)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            data = fh.read(limit + 1) if size <= limit else b""
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read it ({err.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not valid JSON ({err}); re-download it") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object")
+        raise error(f"{path}: cannot read it ({err.strerror})") from None
+    if size > limit or len(data) > limit:
+        raise error(
+            f"{path}: {max(size, len(data)):,} bytes, far more than any real {path.name} "
+            f"(the limit is {limit:,}); it is not a model's file: re-download it"
+        )
     return data
+
+
+def read_json(path: Path, error: type[ConvertError] = ConfigError) -> dict[str, Any]:
+    """A JSON object file, size-capped before it is parsed; anything else is an ``error``."""
+    data = read_capped(path, error)
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise error(f"{path}: not valid JSON ({str(err)[:200] or 'nested too deeply'}); re-download it") from None
+    if not isinstance(value, dict):
+        raise error(f"{path}: expected a JSON object")
+    return value
 
 
 def load_config(folder: Path) -> tuple[dict[str, Any], Path]:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import gguf
 import numpy as np
 
-from quantize.errors import CheckpointError, ConvertError, UnsupportedModel, VocabMismatch
+from quantize.errors import CheckpointError, ConfigError, ConvertError, UnsupportedModel, VocabMismatch
 from quantize.sources import Checkpoint, TensorRef, read_json
 from quantize.sources.safetensors import read_header
 from quantize.sources.torch_pickle import read_archive
@@ -190,6 +190,29 @@ def _check_config(config: dict[str, Any], path: Path) -> None:
             raise UnsupportedModel(
                 f"{path}: {what} are not supported; merge it with peft's merge_and_unload() and convert the result"
             )
+    _check_values(config, path)
+
+
+def _check_values(config: dict[str, Any], path: Path) -> None:
+    """Ranks positive integers, alphas finite numbers, target_modules not empty: PEFT's own types."""
+    ranks, alphas = config.get("rank_pattern") or {}, config.get("alpha_pattern") or {}
+    for key, value in (("rank_pattern", ranks), ("alpha_pattern", alphas)):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: '{key}' must be an object (module pattern -> value), got {value!r}")
+    for key, value in {"r": config.get("r"), **{f"rank_pattern['{k}']": v for k, v in ranks.items()}}.items():
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise ConfigError(f"{path}: {key} (the LoRA rank) must be a positive integer, got {value!r}")
+    alpha_values = {"lora_alpha": config.get("lora_alpha"), **{f"alpha_pattern['{k}']": v for k, v in alphas.items()}}
+    for key, value in alpha_values.items():
+        if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                      and math.isfinite(value)):  # fmt: skip
+            raise ConfigError(f"{path}: {key} must be a finite number, got {value!r}")
+    targets = config.get("target_modules")
+    names = isinstance(targets, list) and all(isinstance(t, str) for t in targets)
+    if targets is not None and not (isinstance(targets, str) or names):
+        raise ConfigError(f"{path}: 'target_modules' must be a name, a regex or a list of names, got {targets!r}")
+    if targets is not None and not targets:
+        raise ConfigError(f"{path}: 'target_modules' is empty, so the adapter adapts nothing; re-download it")
 
 
 def _tensors(weights: Path) -> dict[str, TensorRef]:
@@ -238,6 +261,12 @@ def read_adapter(folder: str | Path) -> Adapter:
         if len(a.shape) != 2 or len(b.shape) != 2 or a.shape[0] != b.shape[1]:
             raise CheckpointError(
                 f"{weights}: '{module}' has lora_A {list(a.shape)} and lora_B {list(b.shape)}, which do not multiply"
+            )
+        declared = _pattern_value(config.get("rank_pattern") or {}, module) or config.get("r")
+        if a.shape[0] == 0 or (declared is not None and a.shape[0] != declared):
+            raise CheckpointError(
+                f"{weights}: '{module}' has rank-{a.shape[0]} LoRA matrices but {CONFIG} says r={declared}; "
+                "the weights and the config belong to different adapters"
             )
         pairs[f"{module}.weight"] = LoraPair(module, a, b, scale_for(config, module, a.shape[0]),
                                              embedding=module in embeddings,

@@ -186,8 +186,8 @@ def hf_config(params: dict[str, Any], path: Path, tensors: dict[str, ShardedTens
         "num_key_value_heads": params.get("n_kv_heads") or n_heads,
         "intermediate_size": tensors["model.layers.0.mlp.gate_proj.weight"].shape[0],
         "vocab_size": vocab,
-        "rms_norm_eps": float(params.get("norm_eps", 1e-5)),
-        "rope_theta": float(params.get("rope_theta", 10000.0)),
+        "rms_norm_eps": params.get("norm_eps", 1e-5),  # checked by the llama family, naming params.json
+        "rope_theta": params.get("rope_theta", 10000.0),
         "max_position_embeddings": _context_length(params),
         "hidden_act": "silu",
         "tie_word_embeddings": False,

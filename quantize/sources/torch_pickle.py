@@ -4,7 +4,14 @@ The pickle inside a .bin can name any Python callable; loading it with torch (or
 whatever it names. This unpickler resolves only the handful of names that rebuild tensors, each to
 a function of ours that records (storage, offset, shape, stride); any other name is refused before
 anything runs. Storages are read straight from the archive: memory-mapped when stored uncompressed
-(torch.save's default), else decompressed one tensor at a time."""
+(torch.save's default), else decompressed one tensor at a time.
+
+An archive is also a place to hide a bomb: a small deflated member that expands to gigabytes, or a
+pickle that builds them. So the pickle's member is size-capped before it is unpickled, every
+storage member must declare exactly the bytes its pickle entry says the storage has, tensors must
+lie inside it, only stored and deflated members are read (zipfile caps deflate's output at the
+declared size; bzip2 and lzma it does not), and a compressed member is decompressed only up to
+``MAX_INFLATED`` bytes, into one buffer of the declared size."""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import collections
 import pickle
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from math import prod
@@ -26,6 +34,9 @@ from quantize.sources.mapped import ITEMSIZE, NUMPY, MappedFile, MappedTensor
 from quantize.sources.shards import check_index, label, weight_files
 
 INDEX = "pytorch_model.bin.index.json"
+MAX_PICKLE = 64 << 20  # data.pkl of a 70B model is ~150 KB: a few hundred bytes per tensor
+MAX_INFLATED = 1 << 30  # torch.save never compresses; a re-zipped archive's storage is inflated whole
+_READABLE = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 
 @dataclass(frozen=True)
@@ -107,7 +118,7 @@ class StridedTensor:
     file: Path
     offset: int
     stride: tuple[int, ...]
-    load: Callable[[], bytes]
+    load: Callable[[], bytes | bytearray | memoryview]
     _storage: np.ndarray | None = None
 
     @property
@@ -160,9 +171,10 @@ def read_archive(path: Path) -> dict[str, Any]:
             byteorder = prefix + "byteorder"
             if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
                 raise CheckpointError(f"{path}: big-endian tensors are not supported")
+            infos = {i.filename: i for i in archive.infolist()}
+            _check_member(path, infos[pkl], MAX_PICKLE, "its pickle (data.pkl)")
             with archive.open(pkl) as fh:
                 state = _TensorsOnly(fh, path).load()
-            infos = {i.filename: i for i in archive.infolist()}
             mapped = MappedFile(path)
             return {
                 name: _reference(path, archive, infos, prefix, mapped, name, t) for name, t in _tensors(state, path)
@@ -179,28 +191,64 @@ def _tensors(state: Any, path: Path):  # noqa: ANN202 - yields (name, _Rebuilt)
             yield str(name), value
 
 
+def _check_member(path: Path, info: zipfile.ZipInfo, limit: int, what: str) -> None:
+    """A member is read only if zipfile bounds what it inflates to, and it declares at most ``limit``."""
+    if info.compress_type not in _READABLE:
+        raise UnsafeCheckpoint(
+            f"{path}: {what} is compressed with method {info.compress_type}, which torch.save never writes and "
+            "which cannot be inflated with bounded memory; use the model's .safetensors files"
+        )
+    if info.file_size > limit:
+        raise UnsafeCheckpoint(
+            f"{path}: {what} declares {info.file_size:,} bytes, more than {limit:,}; refused before inflating it "
+            "(a zip bomb or a corrupt file); use the model's .safetensors files"
+        )
+
+
 def _reference(
     path: Path, archive: zipfile.ZipFile, infos: dict, prefix: str, mapped: MappedFile, name: str, t: _Rebuilt
 ) -> Any:
     storage = t.storage
     info = infos.get(f"{prefix}data/{storage.key}")
     itemsize = ITEMSIZE[storage.dtype]
-    if info is None or info.file_size < storage.numel * itemsize:
-        raise CheckpointError(f"{path}: storage of tensor '{name}' is missing or short; re-download it")
+    if info is None:
+        raise CheckpointError(f"{path}: storage of tensor '{name}' is missing; re-download it")
+    if info.file_size != storage.numel * itemsize:
+        raise CheckpointError(
+            f"{path}: storage of tensor '{name}' declares {info.file_size:,} bytes but its pickle says "
+            f"{storage.numel:,} x {itemsize}; the file is corrupt"
+        )
+    if any(s < 0 for s in t.stride):
+        raise CheckpointError(f"{path}: tensor '{name}' has negative strides {list(t.stride)}; the file is corrupt")
     last = t.offset + sum((d - 1) * s for d, s in zip(t.shape, t.stride, strict=True) if d > 0)
     if any(d == 0 for d in t.shape) or t.offset < 0 or last >= storage.numel:
         raise CheckpointError(f"{path}: tensor '{name}' lies outside its storage; the file is corrupt")
     contiguous = t.stride == tuple(prod(t.shape[i + 1 :]) for i in range(len(t.shape)))
-    if info.compress_type == zipfile.ZIP_STORED and contiguous:
+    if info.compress_type == zipfile.ZIP_STORED:
         header = mapped.view(info.header_offset, 30)
         if bytes(header[:4]) != b"PK\x03\x04":
             raise CheckpointError(f"{path}: corrupt zip entry for tensor '{name}'; re-download it")
         n_name, n_extra = struct.unpack("<HH", header[26:30])
         data = info.header_offset + 30 + n_name + n_extra
-        return MappedTensor(name, t.shape, storage.dtype, mapped, data + t.offset * itemsize)
+        if contiguous:
+            return MappedTensor(name, t.shape, storage.dtype, mapped, data + t.offset * itemsize)
+        return StridedTensor(name, t.shape, storage.dtype, path, t.offset, t.stride,
+                             lambda: mapped.view(data, info.file_size))  # fmt: skip
+    _check_member(path, info, MAX_INFLATED, f"the compressed storage of tensor '{name}'")
 
-    def load(entry: str = info.filename) -> bytes:
-        with zipfile.ZipFile(path) as again:
-            return again.read(entry)
+    def load(entry: str = info.filename, size: int = info.file_size) -> bytearray:
+        """The whole member, inflated into one buffer of its declared size (zipfile stops there and
+        checks the CRC); shorter is corrupt."""
+        buf, pos = bytearray(size), 0
+        try:
+            with zipfile.ZipFile(path) as again, again.open(entry) as fh:
+                while pos < size and (chunk := fh.read(min(16 << 20, size - pos))):
+                    buf[pos : pos + len(chunk)] = chunk
+                    pos += len(chunk)
+        except (zipfile.BadZipFile, EOFError, zlib.error) as err:
+            raise CheckpointError(f"{path}: the storage of tensor '{name}' is corrupt ({err}); re-download") from None
+        if pos != size:
+            raise CheckpointError(f"{path}: the storage of tensor '{name}' inflates to {pos:,} of its {size:,} bytes")
+        return buf
 
     return StridedTensor(name, t.shape, storage.dtype, path, t.offset, t.stride, load)

@@ -13,7 +13,6 @@ tried. Special tokens and the chat template come from tokenizer_config.json for 
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import gguf
 
 from quantize.errors import VocabMismatch
-from quantize.sources import read_json
+from quantize.sources import read_capped, read_json
 from quantize.vocab import spm_model
 
 TT = gguf.TokenType
@@ -127,7 +126,7 @@ def chat_template(folder: Path) -> str | list[dict[str, str]] | None:
     """The folder's own chat template: tokenizer_config.json, chat_template.jinja or .json."""
     template = tokenizer_config(folder).get("chat_template")
     if template is None and (folder / "chat_template.jinja").is_file():
-        template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+        template = read_capped(folder / "chat_template.jinja", VocabMismatch).decode("utf-8", errors="replace")
     if template is None and (folder / "chat_template.json").is_file():
         template = read_json(folder / "chat_template.json").get("chat_template")
     if isinstance(template, str) and template.strip():
@@ -158,11 +157,7 @@ def added_tokens(folder: Path) -> dict[int, tuple[str, bool]]:
 
 
 def _tokenizer_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise VocabMismatch(f"{path}: unreadable tokenizer ({err}); re-download it") from None
-    return data if isinstance(data, dict) else {}
+    return read_json(path, VocabMismatch)
 
 
 def tokens_by_id(path: Path, vocab: dict[str, int]) -> list[str]:

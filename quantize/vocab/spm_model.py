@@ -11,6 +11,9 @@ from pathlib import Path
 
 import gguf
 
+from quantize.errors import VocabMismatch
+from quantize.sources import read_capped
+
 # sentencepiece_model.proto: SentencePiece.Type → GGUF token type
 _PIECE_TYPES = {
     1: gguf.TokenType.NORMAL,
@@ -146,4 +149,4 @@ def parse(data: bytes) -> SpmModel:
 
 
 def load(path: Path) -> SpmModel:
-    return parse(path.read_bytes())
+    return parse(read_capped(path, VocabMismatch))

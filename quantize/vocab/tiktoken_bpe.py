@@ -17,6 +17,7 @@ from pathlib import Path
 import gguf
 
 from quantize.errors import VocabMismatch
+from quantize.sources import read_capped
 from quantize.vocab import Vocab, chat_template
 
 TIKTOKEN_FILE = "qwen.tiktoken"
@@ -42,10 +43,7 @@ def byte_level(token: bytes) -> str:
 
 def read_ranks(path: Path) -> list[bytes]:
     """The token bytes of a `.tiktoken` file (one `base64 rank` per line), indexed by rank."""
-    try:
-        lines = path.read_bytes().splitlines()
-    except OSError as err:
-        raise VocabMismatch(f"{path}: cannot read the tokenizer ({err.strerror})") from None
+    lines = read_capped(path, VocabMismatch).splitlines()
     tokens: list[bytes] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
