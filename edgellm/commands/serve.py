@@ -101,7 +101,10 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(models, api_key=api_key, cors=args.cors)
         config = uvicorn.Config(app, log_level="info" if args.verbose else "warning", access_log=args.verbose,
                                 timeout_graceful_shutdown=3)  # fmt: skip
-        uvicorn.Server(config).run(sockets=[sock])
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on: done, not failed
+            print("edgellm: server stopped", file=sys.stderr)
     finally:
         sock.close()
         for model in models:
