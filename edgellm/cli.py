@@ -11,7 +11,7 @@ from edgellm.errors import EdgeLLMError
 
 # verb modules, in the order `edgellm --help` lists them; each has register(subparsers) and run(args)
 VERBS = ["run", "chat", "show", "pull", "list", "rm", "plan", "quantize", "bench", "eval", "doctor", "worker", "serve",
-         "import_gguf", "ps"]
+         "imatrix", "import_gguf", "ps"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,17 @@ import gguf
 from quantize import naming
 from quantize.errors import OutputError
 from quantize.families import Family, HParams, find_family
-from quantize.llamacpp import DEFAULT_TYPE, FILE_TYPES, FileType, check_input, parse_types, quantize_file
+from quantize.imatrix.files import Imatrix
+from quantize.imatrix.request import ImatrixRequest, obtain
+from quantize.llamacpp import (
+    DEFAULT_TYPE,
+    FILE_TYPES,
+    FileType,
+    check_imatrix_given,
+    check_input,
+    parse_types,
+    quantize_file,
+)
 from quantize.progress import Progress
 from quantize.sources import Checkpoint, open_checkpoint
 from quantize.sources.lora import merge_adapters
@@ -110,24 +120,33 @@ def convert(src: str | Path, outtype: str = "f16", out: str | Path | None = None
 
 
 def quantize(gguf_in: str | Path, type: str = DEFAULT_TYPE, out: str | Path | None = None, *,
-             threads: int | None = None, force: bool = False, progress: bool = True) -> Output:  # fmt: skip
-    """Quantize a GGUF file to ``type`` with llama.cpp's quantizer."""
-    return run(gguf_in, type, out=out, threads=threads, force=force, progress=progress)[0]
+             threads: int | None = None, force: bool = False, progress: bool = True,
+             imatrix: ImatrixRequest | None = None) -> Output:  # fmt: skip
+    """Quantize a GGUF file to ``type`` with llama.cpp's quantizer (weighted by ``imatrix``)."""
+    return run(gguf_in, type, out=out, threads=threads, force=force, progress=progress, imatrix=imatrix)[0]
 
 
 def run(src: str | Path, types: str | list[FileType] = DEFAULT_TYPE, *, out: str | Path | None = None,
         outdir: str | Path | None = None, threads: int | None = None, force: bool = False,
-        progress: bool = True, loras: Sequence[str | Path] = ()) -> list[Output]:  # fmt: skip
-    """What `edgellm quantize` does: every requested type from one model folder (or GGUF file)."""
+        progress: bool = True, loras: Sequence[str | Path] = (),
+        imatrix: ImatrixRequest | None = None) -> list[Output]:  # fmt: skip
+    """What `edgellm quantize` does: every requested type from one model folder (or GGUF file),
+    with an importance matrix (reused, or computed on the float model) if ``imatrix`` asks."""
     wanted = parse_types(types) if isinstance(types, str) else types
+    check_imatrix_given(wanted, imatrix is not None)
+    if imatrix is not None and all(t.is_float for t in wanted):
+        raise OutputError("--imatrix weights quantization; add a quantized type (e.g. -t q4_k_m)")
+    saved = imatrix.read_early() if imatrix else None
     src = Path(src).expanduser()
     if src.is_file() and src.suffix == ".gguf":
         if loras:
             raise OutputError(f"{src}: --lora merges adapters while converting a model folder, not into a GGUF")
-        return _requantize(src, wanted, out, outdir, threads, force, progress)
+        return _requantize(src, wanted, out, outdir, threads, force, progress, imatrix, saved)
     conv = prepare(src, loras)
-    targets = _targets(wanted, out, Path(outdir).expanduser() if outdir else conv.ckpt.folder, conv.file_name)
-    for path in targets.values():
+    folder = Path(outdir).expanduser() if outdir else conv.ckpt.folder
+    targets = _targets(wanted, out, folder, conv.file_name)
+    weighting = _Weighting(imatrix, saved, _imatrix_target(out, folder, conv.file_name))
+    for path in [*targets.values(), *weighting.new_files]:
         check_writable(path, force)
     floats = [t for t in wanted if t.is_float]
     quants = [t for t in wanted if not t.is_float]
@@ -140,38 +159,76 @@ def run(src: str | Path, types: str | list[FileType] = DEFAULT_TYPE, *, out: str
         outputs[t.name] = Output(targets[t.name], t.name, targets[t.name].stat().st_size, conv.n_params)
     if quants:
         if floats:
-            _quantize_all(targets[base], conv.n_params, quants, targets, outputs, threads, force, progress)
+            matrix = weighting.get(targets[base], threads, force, progress)
+            _quantize_all(targets[base], conv.n_params, quants, targets, outputs, threads, force, progress, matrix)
         else:
             with scratch_file(targets[quants[0].name].with_name(conv.file_name(base))) as temp:
                 conv.write(temp, base, progress=progress)
-                _quantize_all(temp, conv.n_params, quants, targets, outputs, threads, force, progress)
+                matrix = weighting.get(temp, threads, force, progress)
+                _quantize_all(temp, conv.n_params, quants, targets, outputs, threads, force, progress, matrix)
     return [outputs[t.name] for t in wanted]
 
 
+@dataclass
+class _Weighting:
+    """The importance matrix a run asked for: none, a saved one, or one to compute and save."""
+
+    request: ImatrixRequest | None
+    saved: Imatrix | None
+    save_to: Path
+
+    @property
+    def new_files(self) -> list[Path]:
+        return [self.save_to] if self.request and self.saved is None else []
+
+    def get(self, base: Path, threads: int | None, force: bool, progress: bool) -> Imatrix | None:
+        if self.request is None:
+            return None
+        return obtain(self.request, base, self.save_to, saved=self.saved, threads=threads, force=force,
+                      progress=progress)  # fmt: skip
+
+
+def _imatrix_target(out: str | Path | None, outdir: Path, name) -> Path:  # noqa: ANN001
+    """Where a computed matrix is saved: named like the outputs, with `imatrix` for the type
+    (`-o` with `{ftype}` fills it in; a plain `-o X.gguf` gets `X.imatrix.gguf`)."""
+    if out is None:
+        return outdir / name("imatrix")
+    text = str(Path(out).expanduser())
+    if "{" in text:
+        return Path(gguf.fill_templated_filename(text, "imatrix"))
+    path = Path(text)
+    return path.with_name(f"{path.stem}.imatrix.gguf")
+
+
 def _quantize_all(base: Path, n_params: int, quants: list[FileType], targets: dict[str, Path],
-                  outputs: dict[str, Output], threads: int | None, force: bool, progress: bool) -> None:  # fmt: skip
+                  outputs: dict[str, Output], threads: int | None, force: bool, progress: bool,
+                  imatrix: Imatrix | None = None) -> None:  # fmt: skip
     """Each quantized type from the float GGUF ``base`` (already checked: ours, or by check_input)."""
     for t in quants:
         with atomic_output(targets[t.name], force) as temp:
-            quantize_file(base, temp, t, n_params=n_params, threads=threads, progress=progress)
+            quantize_file(base, temp, t, n_params=n_params, threads=threads, progress=progress, imatrix=imatrix)
         outputs[t.name] = Output(targets[t.name], t.name, targets[t.name].stat().st_size, n_params)
 
 
 def _requantize(src: Path, wanted: list[FileType], out: str | Path | None, outdir: str | Path | None,
-                threads: int | None, force: bool, progress: bool) -> list[Output]:  # fmt: skip
+                threads: int | None, force: bool, progress: bool, imatrix: ImatrixRequest | None,
+                saved: Imatrix | None) -> list[Output]:  # fmt: skip
     info = check_input(src)
     stem = src.stem
 
     def name(type_name: str) -> str:
         return naming.gguf_file_name(info.metadata, stem, type_name)
 
-    targets = _targets(wanted, out, Path(outdir).expanduser() if outdir else src.parent, name)
-    for path in targets.values():
+    folder = Path(outdir).expanduser() if outdir else src.parent
+    targets = _targets(wanted, out, folder, name)
+    weighting = _Weighting(imatrix, saved, _imatrix_target(out, folder, name))
+    for path in [*targets.values(), *weighting.new_files]:
         check_writable(path, force)
         if path.resolve() == src.resolve():
             raise OutputError(f"{path}: is the input file; choose another output name")
     outputs: dict[str, Output] = {}
-    _quantize_all(src, info.parameters, wanted, targets, outputs, threads, force, progress)
+    matrix = weighting.get(src, threads, force, progress)
+    _quantize_all(src, info.parameters, wanted, targets, outputs, threads, force, progress, matrix)
     return [outputs[t.name] for t in wanted]
 
 

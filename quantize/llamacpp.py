@@ -16,6 +16,7 @@ import gguf
 
 from edgellm.models import gguf_file
 from quantize.errors import OutputError
+from quantize.imatrix.files import Imatrix
 from quantize.progress import Progress
 from quantize.tensors import FLOAT_TYPES
 
@@ -30,6 +31,7 @@ class FileType:
     name: str
     ftype: F
     bpw: float
+    needs_imatrix: bool = False  # llama.cpp refuses it without an importance matrix
 
     @property
     def is_float(self) -> bool:
@@ -58,6 +60,18 @@ FILE_TYPES: dict[str, FileType] = {
         FileType("q6_k", F.MOSTLY_Q6_K, 6.56),
         FileType("iq4_nl", F.MOSTLY_IQ4_NL, 4.5),
         FileType("iq4_xs", F.MOSTLY_IQ4_XS, 4.25),
+        # 1-3 bit types: llama-quantize's figures; those marked need an importance matrix
+        FileType("q2_k_s", F.MOSTLY_Q2_K_S, 2.9, needs_imatrix=True),
+        FileType("iq1_s", F.MOSTLY_IQ1_S, 1.56, needs_imatrix=True),
+        FileType("iq1_m", F.MOSTLY_IQ1_M, 1.75, needs_imatrix=True),
+        FileType("iq2_xxs", F.MOSTLY_IQ2_XXS, 2.06, needs_imatrix=True),
+        FileType("iq2_xs", F.MOSTLY_IQ2_XS, 2.31, needs_imatrix=True),
+        FileType("iq2_s", F.MOSTLY_IQ2_S, 2.5, needs_imatrix=True),
+        FileType("iq2_m", F.MOSTLY_IQ2_M, 2.7, needs_imatrix=True),
+        FileType("iq3_xxs", F.MOSTLY_IQ3_XXS, 3.06, needs_imatrix=True),
+        FileType("iq3_xs", F.MOSTLY_IQ3_XS, 3.3),
+        FileType("iq3_s", F.MOSTLY_IQ3_S, 3.44),
+        FileType("iq3_m", F.MOSTLY_IQ3_M, 3.66),
     )
 }
 DEFAULT_TYPE = "q4_k_m"
@@ -89,10 +103,51 @@ def check_input(src: Path) -> gguf_file.GGUFInfo:
     return info
 
 
+def check_imatrix_given(wanted: list[FileType], have: bool) -> None:
+    """Types llama.cpp would refuse mid-file without an importance matrix, refused before any work."""
+    missing = [t.name for t in wanted if t.needs_imatrix]
+    if missing and not have:
+        raise OutputError(f"{', '.join(missing)} need{'s' if len(missing) == 1 else ''} an importance matrix: add "
+                          "--imatrix (computed on bundled calibration text) or --imatrix FILE")  # fmt: skip
+
+
+def imatrix_params(params: object, imatrix: Imatrix) -> list[object]:
+    """Point ``params`` (llama_model_quantize_params) at the matrix's means and add the
+    `quantize.imatrix.*` metadata as llama-quantize does (same keys, order and types: file,
+    dataset, entries_count, chunks_count). Returns what must stay alive during the call."""
+    import ctypes
+
+    import llama_cpp
+
+    means = imatrix.means()
+    data = (llama_cpp.llama_model_imatrix_data * (len(means) + 1))()  # NULL-terminated
+    for item, (name, values) in zip(data, means.items(), strict=False):
+        item.name, item.size = name.encode(), values.size
+        item.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    str_kv, int_kv = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR, llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT
+    pairs: list[tuple[str, int, object]] = [("file", str_kv, imatrix.file)]
+    if imatrix.datasets:
+        pairs.append(("dataset", str_kv, imatrix.datasets[0]))
+    pairs.append(("entries_count", int_kv, len(means)))
+    if imatrix.chunk_count > 0:
+        pairs.append(("chunks_count", int_kv, imatrix.chunk_count))
+    kv = (llama_cpp.llama_model_kv_override * (len(pairs) + 1))()  # terminated by an empty key
+    for item, (key, tag, value) in zip(kv, pairs, strict=False):
+        item.key, item.tag = f"quantize.imatrix.{key}".encode(), tag
+        if tag == str_kv:
+            item.value.val_str = str(value).encode()[:127]  # llama-quantize's strncpy(.., 127)
+        else:
+            item.value.val_i64 = int(value)
+    params.imatrix = data
+    params.kv_overrides = kv
+    return [means, data, kv]
+
+
 def quantize_file(src: Path, dst: Path, ftype: FileType, *, n_params: int, threads: int | None = None,
-                  progress: bool = True) -> None:  # fmt: skip
+                  progress: bool = True, imatrix: Imatrix | None = None) -> None:  # fmt: skip
     """``src`` (a float GGUF: one we wrote, or one `check_input` passed) → ``dst`` in ``ftype`` by
-    llama.cpp; ``dst`` is written in place (callers pass a temporary name)."""
+    llama.cpp, weighted by ``imatrix`` if given; ``dst`` is written in place (callers pass a
+    temporary name)."""
     import llama_cpp
 
     from edgellm.runtime import llama_log
@@ -101,6 +156,7 @@ def quantize_file(src: Path, dst: Path, ftype: FileType, *, n_params: int, threa
     params = llama_cpp.llama_model_quantize_default_params()
     params.nthread = threads or os.cpu_count() or 1
     params.ftype = int(ftype.ftype)
+    alive = imatrix_params(params, imatrix) if imatrix is not None else []  # noqa: F841 (read by llama.cpp)
     expected = max(1, int(n_params * ftype.bpw / 8))
     result: list[int] = []
 

@@ -1,5 +1,6 @@
-"""`edgellm quantize SRC [--type TYPE[,TYPE...]] [-o OUT | --outdir DIR] [--threads N] [--force]`:
-a Hugging Face model folder (or a GGUF file) → quantized GGUF files, without torch."""
+"""`edgellm quantize SRC [--type TYPE[,TYPE...]] [-o OUT | --outdir DIR] [--threads N] [--force]
+[--imatrix [FILE]] [--calibration TEXT] [--chunks N]`: a Hugging Face model folder (or a GGUF file)
+→ quantized GGUF files, without torch, weighted by an importance matrix if asked."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.add_argument("--report", action="store_true", help="then score every output against the f16 (PPL, KLD, "
                    "same top p, tok/s): a table and a size-vs-KLD PNG (see `edgellm eval`)")  # fmt: skip
+    add_imatrix_options(p)
     lora = p.add_argument_group("LoRA adapters (PEFT: adapter_config.json + adapter_model.safetensors or .bin)")
     lora.add_argument("--lora", action="append", default=[], metavar="ADAPTER",
                       help="merge this adapter folder into SRC while converting; repeatable, applied in order")
@@ -66,13 +68,43 @@ def run(args: argparse.Namespace) -> int:
     run_quantize = quantize.run
     if args.report:
         from edgellm.measure.quant_report import quantize_and_report as run_quantize
+    kwargs = {"imatrix": imatrix_request(args)} if args.imatrix is not None or args.calibration or args.chunks else {}
     outputs = run_quantize(
         args.src, args.type, out=args.output, outdir=args.outdir, threads=args.threads, force=args.force,
-        loras=args.lora,
+        loras=args.lora, **kwargs,
     )
     for o in outputs:
         print(f"{o.path}  {human_bytes(o.size)}  {o.bits_per_weight:.2f} bits per weight")
     return 0
+
+
+def add_imatrix_options(p: argparse.ArgumentParser) -> None:
+    from edgellm.commands.options import number
+
+    g = p.add_argument_group("importance matrix (llama.cpp's imatrix: better 1-4 bit types; iq1_*, iq2_*, "
+                             "iq3_xxs and q2_k_s need one)")  # fmt: skip
+    g.add_argument("--imatrix", nargs="?", const=True, default=None, metavar="FILE",
+                   help="weight the quantization by an importance matrix: computed on the float model from "
+                   "calibration text (and saved beside the outputs), or FILE (.gguf or .dat, llama-imatrix's "
+                   "or `edgellm imatrix`'s) reused")  # fmt: skip
+    g.add_argument("--calibration", metavar="TEXT", default=None,
+                   help="with --imatrix: UTF-8 text file to compute it on, or bundled (English + Chinese + code, "
+                   "the default), bundled:en, bundled:zh, bundled:code or a comma list of them")  # fmt: skip
+    g.add_argument("--chunks", type=number(int, 1), default=None, metavar="N",
+                   help="with --imatrix: use at most N chunks of 512 tokens (default: all of the text)")
+
+
+def imatrix_request(args: argparse.Namespace):  # noqa: ANN201 (quantize is imported lazily)
+    """--imatrix [FILE] --calibration --chunks as a request; the options without --imatrix are an error."""
+    from pathlib import Path
+
+    from edgellm.errors import BadOption
+    from quantize.imatrix.request import ImatrixRequest
+
+    if args.imatrix is None:
+        raise BadOption("--calibration and --chunks choose how --imatrix computes its matrix: add --imatrix")
+    file = None if args.imatrix is True else Path(args.imatrix).expanduser()
+    return ImatrixRequest(file=file, calibration=args.calibration, chunks=args.chunks)
 
 
 def lora_only(args: argparse.Namespace) -> int:

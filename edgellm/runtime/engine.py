@@ -74,6 +74,8 @@ class LoadOptions:
     probe: bool = True  # load once in a child process first, so a llama.cpp crash cannot kill us
     verbose: bool = False
     loras: list[tuple[Path, float]] = field(default_factory=list)
+    # ggml graph callback (llama_context_params.cb_eval), e.g. the importance-matrix collector
+    eval_callback: object | None = None
     rpc: tuple[str, ...] = ()  # llama.cpp RPC workers (HOST:PORT); n_gpu_layers then counts the layers they hold
 
 
@@ -190,6 +192,8 @@ class Engine:
         if opts.kv_f32:
             params.type_k = params.type_v = 0  # GGML_TYPE_F32
         params.no_perf = True
+        if opts.eval_callback is not None:
+            params.cb_eval = opts.eval_callback
         marker = llama_log.mark()
         ctx = llama_cpp.llama_init_from_model(self._model, params)
         if not ctx:
