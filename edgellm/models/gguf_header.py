@@ -1,10 +1,16 @@
 """A fast, strict reader of a GGUF file's header: metadata and tensor table, no tensor data.
 
-gguf's GGUFReader materialises every element of every array (151,643 vocabulary strings for
-Qwen: 15-25 s in Python); a model's header is needed on every start, so arrays are skipped here
-and kept only as their length. Every length and string in the header is checked against the
-file's size, so a corrupt header is a clean `HeaderError`, never a huge allocation or a numpy
-reshape error; where the tensors' data lies is checked by `edgellm.models.gguf_file.inspect`."""
+Why not gguf's GGUFReader (edgellm still uses the gguf package for its type tables): it materialises
+every element of every array as numpy objects (151,643 vocabulary strings for Qwen), and a header is
+read on every start, `list`, `show` and load check. `python -m bench.bench_readers` (section
+"readers" of docs/benchmarks.md), default model (SmolLM2-135M Q4_1, 49,152-token vocabulary),
+2026-12-06, median of 5 interleaved rounds on 2 cores shared under load average ~14: read_header
+0.40 s, gguf.GGUFReader 32 s (~80x; on a quieter machine commit f3755e0 saw 0.05 s vs 2.7 s).
+
+So arrays are skipped here and kept only as their length. Every length and string in the header is
+checked against the file's size, so a corrupt header is a clean `HeaderError`, never a huge
+allocation or a numpy reshape error; where the tensors' data lies is checked by
+`edgellm.models.gguf_file.inspect`."""
 
 from __future__ import annotations
 
