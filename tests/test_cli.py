@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -99,9 +100,12 @@ def test_show_json_matches_the_file(default_model: Path) -> None:
 def test_llama_cpp_is_silent_without_verbose() -> None:
     done = edgellm("run", "default", "Say hi.", "--max-tokens", "4")
     assert done.returncode == 0 and done.stdout.strip()
-    assert done.stderr == ""
-    loud = edgellm("run", "default", "Say hi.", "--max-tokens", "4", "--verbose")
-    assert "llama_model_loader" in loud.stderr, "--verbose shows llama.cpp's own log"
+    assert done.stderr == "edgellm: the answer was cut at --max-tokens 4 (raise it, or -1 for no limit)\n"
+    stats = edgellm("run", "default", "Say hi.", "--max-tokens", "4", "--verbose")
+    assert "llama_model_loader" not in stats.stderr, "--verbose is edgellm's statistics only"
+    assert stats.stderr.splitlines()[-1].endswith("stop: length")
+    for loud in (("--verbose", "--verbose"), ("-vv",), ("--log",)):
+        assert "llama_model_loader" in edgellm("run", "default", "Say hi.", "--max-tokens", "4", *loud).stderr, loud
 
 
 def test_show_reports_where_layers_run() -> None:  # the wording itself: tests/tui/test_parts.py
@@ -136,3 +140,73 @@ def test_small_context_never_aborts() -> None:
     assert fits.returncode == 0, fits.stderr
     too_long = edgellm("run", "default", "word " * 400, "--ctx", "24", "--max-tokens", "4")
     assert too_long.returncode == 1 and "raise --ctx" in too_long.stderr and too_long.stderr.count("\n") == 1
+
+
+def test_piped_text_follows_the_prompt_and_json_is_for_scripts() -> None:
+    """`echo CODE | edgellm run MODEL "Explain this:"` answers about both; --json carries the text,
+    the stop reason and the statistics; an empty piped prompt is refused before loading."""
+    greedy = ("--system", "You are a helpful assistant.", "--temperature", "0", "--max-tokens", "24", "--json")
+    both = json.loads(edgellm("run", "default", "What is the capital of this country?", *greedy, stdin="France").stdout)
+    alone = json.loads(edgellm("run", "default", "What is the capital of this country?", *greedy).stdout)
+    joined = json.loads(edgellm("run", "default", "What is the capital of this country?\n\nFrance", *greedy).stdout)
+    assert both["text"] == joined["text"] != alone["text"], "the piped text is appended after a blank line"
+    assert "Paris" in both["text"]
+    assert both["stop_reason"] in ("stop", "length")
+    assert both["stats"]["prompt_tokens"] > alone["stats"]["prompt_tokens"]
+    assert both["stats"]["generated_tokens"] <= 24
+    empty = edgellm("run", "default", stdin="  \n")
+    assert empty.returncode == 1 and empty.stderr == (
+        "edgellm: error: the prompt is empty: give PROMPT, or pipe text into `edgellm run MODEL`\n"
+    )
+
+
+def test_ctrl_c_during_an_answer_exits_130() -> None:
+    """Ctrl-C in a terminal signals the whole process group (the runner too)."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgellm", "run", "default", "Write a long story about a dragon.",
+                             "--max-tokens", "-1", "--verbose"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.read(8)  # the answer has started
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert (first + out).strip(), "what was written so far stays on stdout"
+    text = err.decode()
+    assert "stop: cancelled" in text and text.rstrip().endswith("edgellm: interrupted")
+    assert "Traceback" not in text
+
+
+def test_prompt_loop_commands() -> None:
+    """The >>> loop's /help, /set, /show, /clear, multi-line input, Ctrl-C at an empty prompt, /bye."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-m", "edgellm", "run", "default", "--max-tokens", "16",
+                                  "--system", "You are a helpful assistant."])  # fmt: skip
+    out = b""
+
+    def send(text: bytes, marker: bytes = b">>> ", timeout: float = 120) -> str:
+        nonlocal out
+        start = len(out)
+        os.write(fd, text)
+        deadline = time.time() + timeout
+        while marker not in out[start:] and time.time() < deadline:
+            out += os.read(fd, 4096)
+        return out[start:].decode(errors="replace")
+
+    send(b"", b">>> ")
+    assert "/set parameter NAME VALUE" in send(b"/?\n")
+    assert "Set parameter 'temperature' to '0.0'" in send(b"/set parameter temperature 0\n")
+    assert "Couldn't set top_p: 7 is out of range" in send(b"/set parameter top_p 7\n")
+    shown = send(b"/show parameters\n")
+    assert re.search(r"temperature\s+0\.0", shown) and re.search(r"max_tokens\s+16", shown)
+    assert "context      " in send(b"/show info\n")
+    assert "Unknown command '/nope'" in send(b"/nope\n")
+    assert "Use Ctrl + d or /bye to exit." in send(b"\x03")
+    first = send(b'"""What is the capital\n', b"... ")
+    answer = send(b'of France?"""\n')
+    assert "Paris" in answer, first + answer
+    assert "Cleared session context" in send(b"/clear\n")
+    send(b"/bye\n", b"")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0

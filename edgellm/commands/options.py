@@ -84,7 +84,9 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-mmap", action="store_true", help="read the whole file into RAM instead of mapping it")
     g.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto",
                    help="flash attention (default: auto, llama.cpp's choice)")
-    g.add_argument("--verbose", action="store_true", help="llama.cpp's log and per-turn statistics on stderr")
+    g.add_argument("--verbose", "-v", action="count", default=0,
+                   help="edgellm's statistics per answer on stderr; twice (-vv): llama.cpp's log too")
+    g.add_argument("--log", action="store_true", help="llama.cpp's own log on stderr")
     g.add_argument(
         "--lora",
         action="append",
@@ -189,7 +191,7 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
         n_gpu_layers=layers,
         use_mmap=not args.no_mmap,
         flash_attn={"auto": None, "on": True, "off": False}[args.flash_attn],
-        verbose=args.verbose,
+        verbose=bool(getattr(args, "log", False)) or args.verbose >= 2,  # llama.cpp's log: thousands of lines
         loras=lora_options(args),
     )
     if getattr(args, "rpc", None):
