@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ import pytest
 
 START_TIMEOUT_S = 180  # the machine is shared: loading can take a while
 MODEL = "default"
+# one llama.cpp thread: on a shared 2-core machine two threads wait on each other at every barrier
+# (measured here under load: 15 tok/s with 1 thread, 1 with 2)
+THREADS = "1"
 
 
 @dataclass
@@ -38,6 +42,15 @@ class Server:
     def health(self) -> dict:
         return httpx.get(self.root + "/health", timeout=30).json()
 
+    def wait_idle(self, timeout: float = 30.0) -> float:
+        """Seconds until no slot is busy and nothing waits (fails after ``timeout``)."""
+        start = time.monotonic()
+        while (health := self.health())["busy"] or health["waiting"]:
+            if time.monotonic() - start > timeout:
+                pytest.fail(f"the server is still busy after {timeout:g} s: {health}")
+            time.sleep(0.05)
+        return time.monotonic() - start
+
 
 @contextmanager
 def serve(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
@@ -48,7 +61,7 @@ def serve(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[
         environ[var] = str(tmp / var.lower())
     environ.pop("EDGELLM_HOME", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgellm", "serve", MODEL, "--port", "0", "--threads", "2", *args],
+        [sys.executable, "-m", "edgellm", "serve", MODEL, "--port", "0", "--threads", THREADS, *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environ,
     )
     log: list[str] = []

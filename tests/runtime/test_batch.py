@@ -1,0 +1,157 @@
+"""The continuous-batching engine in process: shared prefixes copied between sequences, a long
+prompt interleaved with a running stream chunk by chunk, cancel, the bounded queue, stop strings."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from edgellm.errors import ContextOverflow
+from edgellm.runtime.batch import BatchEngine, BatchRequest, QueueFull, StopMatcher
+from edgellm.runtime.engine import LoadOptions, SamplingParams
+
+SYSTEM = "You are a helpful assistant who answers briefly and precisely. " * 4
+GREEDY = SamplingParams(temperature=0, max_tokens=16)
+ENDLESS = SamplingParams(temperature=0, max_tokens=2000)
+
+
+@dataclass
+class Events:
+    """What a request emitted, with arrival times."""
+
+    key: object = field(default_factory=object)
+    pieces: list[tuple[float, str]] = field(default_factory=list)
+    done: dict = field(default_factory=dict)
+    ended: threading.Event = field(default_factory=threading.Event)
+
+    def __call__(self, event: str, **payload: object) -> None:
+        if event == "piece":
+            self.pieces.append((time.perf_counter(), payload["text"]))
+        elif event in ("done", "error"):
+            self.done = {"event": event, **payload}
+            self.ended.set()
+
+    @property
+    def text(self) -> str:
+        return "".join(t for _, t in self.pieces)
+
+    def wait(self) -> Events:
+        assert self.ended.wait(300), "the request never ended"
+        return self
+
+    def first_piece(self) -> None:
+        deadline = time.monotonic() + 300
+        while not self.pieces:
+            assert time.monotonic() < deadline and not self.ended.is_set(), self.done
+            time.sleep(0.005)
+
+
+def open_engine(model: Path, **kw: object) -> BatchEngine:
+    return BatchEngine(model, LoadOptions(n_ctx=2048, n_threads=1, probe=False), **kw)
+
+
+@pytest.fixture(scope="module")
+def batch(default_model: Path) -> Iterator[BatchEngine]:
+    engine = open_engine(default_model, slots=2, chunk=32)
+    yield engine
+    engine.close()
+
+
+def submit(engine: BatchEngine, question: str, params: SamplingParams = GREEDY, **kw: object) -> Events:
+    events = Events()
+    prompt = engine.engine.prompt_tokens([{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}])
+    engine.submit(events.key, BatchRequest(prompt, params, **kw), events)
+    return events
+
+
+def test_prefix_is_copied_from_a_running_sequence(default_model: Path, batch: BatchEngine) -> None:
+    """B shares A's long system prompt; A still runs in slot 0, so B gets slot 1 with A's cells
+    copied (unified KV cache): only B's own tokens are evaluated, and B's answer is the one a
+    fresh engine gives."""
+    fresh = open_engine(default_model, slots=2)
+    try:
+        reference = submit(fresh, "What is 2 + 2?").wait()
+    finally:
+        fresh.close()
+    a = submit(batch, "Count from 1 to 50.", ENDLESS)
+    a.first_piece()
+    b = submit(batch, "What is 2 + 2?").wait()
+    shared = len(batch.engine.prompt_tokens([{"role": "system", "content": SYSTEM}, {"role": "user", "content": ""}]))
+    assert reference.done["cached_tokens"] == 0
+    assert b.done["cached_tokens"] >= shared - 8  # the template's closing tokens differ
+    assert b.text == reference.text
+    batch.cancel(a.key)
+    a.wait()
+    assert a.done["finish_reason"] == "cancelled"
+
+
+def test_long_prompt_is_interleaved_with_a_running_stream(batch: BatchEngine) -> None:
+    """While a 600-token prompt is read 32 tokens per step, the running stream gets a token at
+    every step: it never waits for the whole prompt."""
+    a = submit(batch, "Count from 1 to 50.", ENDLESS)
+    a.first_piece()
+    t_submit = time.perf_counter()
+    b = submit(batch, "Summarize: " + "the cat sat on the mat. " * 80, GREEDY)
+    b.first_piece()
+    t_first = b.pieces[0][0]
+    during = [t for t, _ in a.pieces if t_submit < t < t_first]
+    steps = (b.done.get("prompt_tokens") or 600) // batch.chunk
+    assert len(during) >= 0.8 * steps, (len(during), steps)
+    batch.cancel(a.key)
+    a.wait()
+    b.wait()
+
+
+def test_cancel_ends_a_request_at_the_next_step(batch: BatchEngine) -> None:
+    a = submit(batch, "Count from 1 to 50.", ENDLESS)
+    a.first_piece()
+    batch.cancel(a.key)
+    before = len(a.pieces)
+    a.wait()
+    assert a.done["finish_reason"] == "cancelled" and len(a.pieces) <= before + 1
+    assert batch.busy() == (0, 0)
+
+
+def test_queue_is_bounded(default_model: Path) -> None:
+    engine = open_engine(default_model, slots=1, max_queue=1)
+    try:
+        running = submit(engine, "Count from 1 to 50.", ENDLESS)
+        running.first_piece()
+        waiting = submit(engine, "Hi")
+        with pytest.raises(QueueFull, match="1 slots are busy and 1 requests are waiting"):
+            submit(engine, "Hi")
+        with pytest.raises(ContextOverflow, match="holds 2048"):
+            submit(engine, "word " * 3000)
+        engine.cancel(running.key)
+        engine.cancel(waiting.key)
+        assert running.wait().done["finish_reason"] == "cancelled"
+        assert waiting.wait().done["finish_reason"] == "cancelled" and not waiting.pieces
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize(
+    ("pieces", "stops", "sent", "stopped"),
+    [
+        (["Hello", " wor", "ld"], ("world",), "Hello ", True),
+        (["a", "b", "c"], ("bd",), "abc", False),
+        (["x<", "|e", "nd|>y"], ("<|end|>",), "x", True),
+        (["no stops"], (), "no stops", False),
+    ],
+)
+def test_stop_matcher(pieces: list[str], stops: tuple[str, ...], sent: str, stopped: bool) -> None:
+    matcher = StopMatcher(stops)
+    out, hit = "", False
+    for piece in pieces:
+        text, hit = matcher.feed(piece)
+        out += text
+        if hit:
+            break
+    if not hit:
+        out += matcher.flush()
+    assert (out, hit) == (sent, stopped)
