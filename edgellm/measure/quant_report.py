@@ -18,7 +18,7 @@ from edgellm.measure.evaluate import EvalPlan, EvalResult, OnChunk, chunk_progre
 from edgellm.models.gguf_file import GGUFInfo, inspect
 from edgellm.units import human_bytes
 
-_FLOAT_FILE_TYPES = frozenset({"F16", "BF16", "F32", "ALL_F32"})
+_FLOAT_FILE_TYPES = frozenset({"F16", "BF16", "F32"})
 # What `--report` measures: llama-perplexity's defaults on the bundled text, llama-bench's tg128 x 3.
 REPORT_PLAN = EvalPlan()
 GEN_TOKENS, GEN_REPS = 128, 3

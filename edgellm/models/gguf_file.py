@@ -15,7 +15,14 @@ from edgellm.errors import BadModelFile
 from edgellm.models.gguf_header import HeaderError, read_header
 
 KNOWN_ARCHITECTURES = frozenset(gguf.MODEL_ARCH_NAMES.values())
-_FILE_TYPES = {t.value: t.name.removeprefix("MOSTLY_") for t in gguf.LlamaFileType}
+
+
+def file_type_name(t: gguf.LlamaFileType) -> str:
+    """llama.cpp's name for a file type, as its tools and GGUF file names write it: F32, F16, Q4_K_M."""
+    return "F32" if t is gguf.LlamaFileType.ALL_F32 else t.name.removeprefix("MOSTLY_")
+
+
+_FILE_TYPES = {t.value: file_type_name(t) for t in gguf.LlamaFileType}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import gguf
 from edgellm import paths
 from edgellm.errors import EdgeLLMError
 from edgellm.models import chat_templates
+from edgellm.models.gguf_file import file_type_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,9 +28,7 @@ else:  # pragma: no cover - 3.10
 BUNDLED = Path(__file__).resolve().parent.parent / "data" / "models.toml"
 
 # Quantization types llama.cpp writes, by the names its tools and GGUF file names use.
-FILE_TYPES: tuple[str, ...] = tuple(
-    "F32" if t.name == "ALL_F32" else t.name.removeprefix("MOSTLY_") for t in gguf.LlamaFileType if t.name != "GUESSED"
-)
+FILE_TYPES: tuple[str, ...] = tuple(file_type_name(t) for t in gguf.LlamaFileType if t.name != "GUESSED")
 TEMPLATES = {"llama2": chat_templates.llama2, "chatml": chat_templates.chatml, "alpaca": chat_templates.alpaca}
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")

@@ -156,3 +156,22 @@ def test_registry_template_applies_to_a_pulled_file_without_one(store: Store, tm
         assert engine.template == template
     with Engine(bare, LoadOptions(n_ctx=256, probe=False)) as engine:  # the same file outside the store
         assert engine.template != template
+
+
+def test_show_and_list_name_f32_as_llama_cpp_and_the_registry_do(store: Store, tmp_path: Path) -> None:
+    """llama.cpp's quantizer writes LLAMA_FTYPE_ALL_F32; its tools, GGUF file names and NAME:TYPE say F32."""
+    import json
+
+    from edgellm.models.gguf_file import inspect
+    from quantize import quantize
+    from tests.store.tiny_gguf import write_tiny_llama
+
+    f32 = quantize(write_tiny_llama(tmp_path / "tiny-F16.gguf"), "f32", progress=False).path
+    shown = cli("show", str(f32))
+    assert shown.returncode == 0 and "ALL_F32" not in shown.stdout, shown.stderr
+    assert "quantization    F32" in shown.stdout
+    assert json.loads(cli("show", str(f32), "--json").stdout)["file_type"] == "F32"
+    ref = parse_ref(f"tiny:{inspect(f32).file_type}")  # what show prints is a type NAME:TYPE accepts
+    store.install(f32, ref, {}, move=False)
+    rows = cli("list").stdout.splitlines()[1:]
+    assert any(r.split()[:2] == ["tiny", "F32"] for r in rows) and not any("ALL_F32" in r for r in rows)
