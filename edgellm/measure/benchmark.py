@@ -9,10 +9,7 @@ RSS is its own and a llama.cpp abort (e.g. a GPU out of memory) fails one row, n
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -21,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgellm.errors import EdgeLLMError
 from edgellm.measure.evaluate import bos_token, load_text
+from edgellm.runtime import isolated
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
 from edgellm.units import human_bytes, human_count
 
@@ -246,46 +243,24 @@ def _model_type(engine: Engine) -> str:
 
 
 def run_settings(path: Path, settings: list[Setting], progress=None) -> Iterator[BenchRow]:  # noqa: ANN001
-    """Each setting in a fresh `python -m edgellm.measure.benchmark` process; rows in order, each as it
-    is measured (an interrupted `bench` still shows the finished ones)."""
+    """Each setting in a fresh child process (edgellm.runtime.isolated): rows in order, each as it
+    is measured (an interrupted `bench` still shows the finished ones), and a llama.cpp crash is
+    that setting's one-line error, not the caller's death."""
     for i, setting in enumerate(settings, 1):
         if progress:
             progress(f"benchmark {i}/{len(settings)}: threads {setting.threads}, gpu layers {setting.gpu_layers}")
-        spec = json.dumps({"model": str(path), "setting": asdict(setting)})
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        done = subprocess.run(
-            [sys.executable, "-m", "edgellm.measure.benchmark", spec],
-            stdout=subprocess.PIPE, text=True, env=env, check=False,
-        )
-        try:
-            answer = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
-        except json.JSONDecodeError:
-            answer = {}
-        if "error" in answer:
-            raise EdgeLLMError(answer["error"])
-        if done.returncode != 0 or "row" not in answer:
-            how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit code {done.returncode}"
-            raise EdgeLLMError(
-                f"{path}: the benchmark process for threads={setting.threads}, gpu layers={setting.gpu_layers} "
-                f"died ({how}); rerun `edgellm run {path} hi --verbose` to see llama.cpp's reason"
-            )
-        yield BenchRow.from_json(answer["row"])
+        request = {"model": str(path), "setting": asdict(setting)}
+        what = f"benchmark (threads {setting.threads}, gpu layers {setting.gpu_layers})"
+        yield BenchRow.from_json(isolated.run("edgellm.measure.benchmark:measure_job", request, path=path, what=what))
 
 
-def _worker(spec: str) -> int:
-    """Child side of run_settings: one setting, one JSON line on stdout."""
-    request = json.loads(spec)
+def measure_job(request: dict) -> dict:
+    """Child side of run_settings: one setting measured, its row as JSON."""
 
     def log(msg: str) -> None:
         print(f"  {msg}", file=sys.stderr, flush=True)
 
-    try:
-        row = measure(Path(request["model"]), Setting(**request["setting"]), log)
-    except EdgeLLMError as err:
-        print(json.dumps({"error": str(err)}))
-        return 1
-    print(json.dumps({"row": row.to_json()}))
-    return 0
+    return measure(Path(request["model"]), Setting(**request["setting"]), log).to_json()
 
 
 def format_params(n: int) -> str:
@@ -324,7 +299,3 @@ def table(rows: list[BenchRow]) -> str:
 
 def _rate(r: Rate) -> str:
     return f"{r.avg_ts:.2f} ± {r.stddev_ts:.2f}" if r.samples_s and not math.isnan(r.avg_ts) else "-"
-
-
-if __name__ == "__main__":
-    sys.exit(_worker(sys.argv[1]))

@@ -18,8 +18,10 @@ class ChatHandler:
     def __init__(self, path: str, options: dict[str, Any]) -> None:
         opts = options_from(LoadOptions, options)
         opts.loras = [(p, s) for p, s in opts.loras]
-        # The runner is the crash isolation the probe exists for: no second child process.
-        self.engine = Engine(path, dataclasses.replace(opts, probe=False))
+        # The runner is the crash isolation the probe exists for: no second child process. The
+        # whole llama.cpp log goes to stderr, where the parent keeps its tail to explain a death
+        # (and shows it with --verbose).
+        self.engine = Engine(path, dataclasses.replace(opts, probe=False, verbose=True))
         eng = self.engine
         self.info = {
             "n_ctx": eng.n_ctx,

@@ -40,7 +40,7 @@ class RunnerDied(EdgeLLMError):
     """The runner process ended (or was ended) while it had work: the model file, how, and why."""
 
 
-def _signal_name(returncode: int) -> str:
+def signal_name(returncode: int) -> str:
     if returncode >= 0:
         return f"exit code {returncode}"
     try:
@@ -191,7 +191,7 @@ class RunnerProcess:
         if self._stalled:
             how = f"stopped answering for {self.stall_timeout:g} s and was ended"
         else:
-            how = f"died ({_signal_name(returncode)})"
+            how = f"died ({signal_name(returncode)})"
         why = llama_log.last_error(self.log)
         return f"{self.path}: the model runner {how}" + (f": {why}" if why else "")
 
