@@ -105,7 +105,8 @@ def test_full_queue_is_503_with_retry_after(server: Server, http: httpx.Client) 
     """One slot, no queue: while a stream holds the slot, the next request is turned away."""
     started = threading.Event()
     with http.stream("POST", "/chat/completions", json=chat(max_tokens=400, stream=True)) as first:
-        for line in first.iter_lines():
+        lines = first.iter_lines()  # held: a dropped line iterator closes the connection
+        for line in lines:
             if line.startswith("data: ") and '"content":""' not in line:  # a real token: the slot is taken
                 started.set()
                 break

@@ -17,7 +17,7 @@ import pytest
 
 from tests.server.conftest import MODEL, Server, serve
 
-ENDLESS = [{"role": "user", "content": "Count from 1 to 1000, one number per line."}]
+ENDLESS = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"  # the model goes on counting (a chat answer stops at 20)
 MANY = 2000  # tokens: minutes of generation, so a request that ends early was ended by the test
 
 
@@ -29,15 +29,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def first_token(lines: Iterator[str]) -> None:
     for line in lines:
-        if line.startswith("data: ") and '"content":"' in line and '"content":""' not in line:
+        if line.startswith("data: ") and '"text":"' in line and '"text":""' not in line:
             return
     pytest.fail("the stream ended before its first token")
 
 
 def test_disconnect_frees_the_sequence(server: Server) -> None:
-    body = {"model": MODEL, "messages": ENDLESS, "max_tokens": MANY, "temperature": 0, "stream": True}
-    with httpx.Client(timeout=300) as http, http.stream("POST", server.url + "/chat/completions", json=body) as r:
-        first_token(r.iter_lines())
+    body = {"model": MODEL, "prompt": ENDLESS, "max_tokens": MANY, "temperature": 0, "stream": True}
+    with httpx.Client(timeout=300) as http, http.stream("POST", server.url + "/completions", json=body) as r:
+        lines = r.iter_lines()  # held: a dropped line iterator closes the connection
+        first_token(lines)
         assert server.health()["busy"] == 1
     server.wait_idle(timeout=20)  # not minutes: the sequence was freed when the client left
 
@@ -45,15 +46,15 @@ def test_disconnect_frees_the_sequence(server: Server) -> None:
 def test_runner_killed_mid_stream(server: Server) -> None:
     client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=300)
     (runner,) = server.runner_pids()
-    stream = client.chat.completions.create(model=MODEL, messages=ENDLESS, max_tokens=MANY, stream=True)
+    stream = client.completions.create(model=MODEL, prompt=ENDLESS, max_tokens=MANY, temperature=0, stream=True)
     chunks = iter(stream)
-    while not next(chunks).choices[0].delta.content:
+    while not next(chunks).choices[0].text:
         pass
     outcome: dict[str, BaseException] = {}
 
     def whole() -> None:
         try:
-            client.chat.completions.create(model=MODEL, messages=ENDLESS, max_tokens=MANY)
+            client.completions.create(model=MODEL, prompt=ENDLESS, max_tokens=MANY, temperature=0)
         except BaseException as err:  # noqa: BLE001 - recorded for the assertion below
             outcome["error"] = err
 
@@ -72,6 +73,6 @@ def test_runner_killed_mid_stream(server: Server) -> None:
     err = outcome.get("error")
     assert isinstance(err, openai.InternalServerError) and err.status_code == 503, err
     assert err.response.headers["Retry-After"].isdigit()
-    reply = client.chat.completions.create(model=MODEL, messages=ENDLESS, max_tokens=3, temperature=0)
-    assert reply.choices[0].message.content
+    reply = client.completions.create(model=MODEL, prompt=ENDLESS, max_tokens=3, temperature=0)
+    assert reply.choices[0].text
     assert server.runner_pids() and server.runner_pids() != [runner]
