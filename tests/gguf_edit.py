@@ -45,3 +45,19 @@ def with_bytes(src: Path, dst: Path, at: int, data: bytes) -> Path:
         fh.seek(at)
         fh.write(data)
     return dst
+
+
+def with_tensor(src: Path, dst: Path, name: str, convert: Any) -> Path:
+    """A copy of ``src`` with tensor ``name`` replaced by ``convert(float32 values) -> (array, type)``:
+    the same numbers stored in a type llama.cpp accepts at load time but not where it is used."""
+    reader = gguf.GGUFReader(src)
+    arch = str(reader.get_field("general.architecture").contents())
+    tensors = []
+    for t in reader.tensors:
+        if t.name == name:
+            data, qtype = convert(gguf.quants.dequantize(t.data, t.tensor_type).astype("float32"))
+            t = t._replace(data=data, tensor_type=qtype, n_bytes=data.nbytes)
+        tensors.append(t)
+    reader.tensors = tensors
+    copy_with_new_metadata(reader, gguf.GGUFWriter(dst, arch), {}, [])
+    return dst
