@@ -69,7 +69,7 @@ FILE_TYPES: dict[str, FileType] = {
         FileType("iq2_s", F.MOSTLY_IQ2_S, 2.5, needs_imatrix=True),
         FileType("iq2_m", F.MOSTLY_IQ2_M, 2.7, needs_imatrix=True),
         FileType("iq3_xxs", F.MOSTLY_IQ3_XXS, 3.06, needs_imatrix=True),
-        FileType("iq3_xs", F.MOSTLY_IQ3_XS, 3.3),
+        FileType("iq3_xs", F.MOSTLY_IQ3_XS, 3.3, needs_imatrix=True),  # its q, k and middle ffn are iq3_xxs
         FileType("iq3_s", F.MOSTLY_IQ3_S, 3.44),
         FileType("iq3_m", F.MOSTLY_IQ3_M, 3.66),
     )

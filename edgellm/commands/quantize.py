@@ -82,7 +82,7 @@ def add_imatrix_options(p: argparse.ArgumentParser) -> None:
     from edgellm.commands.options import number
 
     g = p.add_argument_group("importance matrix (llama.cpp's imatrix: better 1-4 bit types; iq1_*, iq2_*, "
-                             "iq3_xxs and q2_k_s need one)")  # fmt: skip
+                             "iq3_xxs, iq3_xs and q2_k_s need one)")  # fmt: skip
     g.add_argument("--imatrix", nargs="?", const=True, default=None, metavar="FILE",
                    help="weight the quantization by an importance matrix: computed on the float model from "
                    "calibration text (and saved beside the outputs), or FILE (.gguf or .dat, llama-imatrix's "

@@ -63,7 +63,8 @@ class Imatrix:
 
     def describe(self) -> str:
         where = f" from {', '.join(self.datasets)}" if self.datasets else ""
-        return f"{len(self.entries)} matrices, {self.chunk_count} chunks of {self.chunk_size} tokens{where}"
+        size = f" of {self.chunk_size} tokens" if self.chunk_size else ""
+        return f"{len(self.entries)} matrices, {self.chunk_count} chunks{size}{where}"
 
 
 def write(imatrix: Imatrix, path: Path, *, force: bool = False) -> Path:
@@ -76,8 +77,7 @@ def write(imatrix: Imatrix, path: Path, *, force: bool = False) -> Path:
 
 
 def _write_gguf(imatrix: Imatrix, path: Path) -> None:
-    writer = gguf.GGUFWriter(path, arch="")
-    writer.kv_data[0].pop(gguf.Keys.General.ARCHITECTURE)  # llama-imatrix writes none: not a model
+    writer = gguf.GGUFWriter(path, arch="")  # no general.architecture, as llama-imatrix: not a model
     writer.add_type(gguf.GGUFType.IMATRIX)
     writer.add_array(KEYS.DATASETS, list(imatrix.datasets))
     writer.add_uint32(KEYS.CHUNK_COUNT, imatrix.chunk_count)

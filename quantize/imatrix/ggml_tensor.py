@@ -107,7 +107,7 @@ def as_array(address: int, dtype: type[np.generic]) -> np.ndarray:
     strides = tuple(int(t.nb[i]) for i in reversed(range(GGML_MAX_DIMS)))
     nbytes = itemsize + sum((int(t.ne[i]) - 1) * int(t.nb[i]) for i in range(GGML_MAX_DIMS))
     lib = libggml()
-    if t.buffer and lib.ggml_backend_buffer_is_host(t.buffer):
+    if not t.buffer or lib.ggml_backend_buffer_is_host(t.buffer):  # no buffer: a plain ggml context's memory
         buffer: object = (ctypes.c_char * nbytes).from_address(t.data)
     else:
         buffer = ctypes.create_string_buffer(nbytes)
