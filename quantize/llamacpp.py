@@ -91,15 +91,13 @@ def parse_types(text: str) -> list[FileType]:
     return found
 
 
-def check_input(src: Path) -> gguf_file.GGUFInfo:
+def check_input(src: Path, fix: str = "quantize from the model folder or an f32/f16/bf16 GGUF (re-quantizing "
+                "compounds the error)") -> gguf_file.GGUFInfo:  # fmt: skip
     """A GGUF from elsewhere, checked for everything llama.cpp would abort on, and not quantized."""
     info = gguf_file.inspect(src)
     quantized = sorted(set(info.tensor_types) - {"F32", "F16", "BF16"})
     if quantized:
-        raise OutputError(
-            f"{src}: already quantized ({', '.join(quantized)}); quantize from the model folder or an "
-            "f32/f16/bf16 GGUF (re-quantizing compounds the error)"
-        )
+        raise OutputError(f"{src}: already quantized ({', '.join(quantized)}); {fix}")
     return info
 
 

@@ -35,7 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgellm.errors import EdgeLLMError
     from edgellm.models.resolve import resolve_model
     from quantize.imatrix import calibration, files
     from quantize.imatrix.compute import Plan, chunk_progress, compute
@@ -45,10 +44,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output).expanduser()
     check_writable(out, args.force)
     model = resolve_model(args.model)
-    try:
-        check_input(model)
-    except EdgeLLMError as err:
-        raise EdgeLLMError(f"{err} (an importance matrix is computed on the unquantized model)") from None
+    check_input(model, "compute the matrix on the f32/f16/bf16 model it was quantized from")
     name, text = calibration.load(args.calibration)
     plan = Plan(name, text, n_ctx=args.ctx, max_chunks=args.chunks, threads=args.threads,
                 process_output=args.output_weight)  # fmt: skip
