@@ -220,8 +220,8 @@ class BatchEngine:
             job = _Job(key, req, emit, sampler)
             self._jobs[key] = job
             self._queue.append(job)
+            emit("queued", prompt_tokens=len(req.prompt), waiting=len(self._queue))  # before any piece
             self._cond.notify()
-        emit("queued", prompt_tokens=len(req.prompt), waiting=len(self._queue))
 
     def cancel(self, key: object) -> None:
         """Stop a request: it ends (``done``, reason ``cancelled``) before the next decode step."""

@@ -56,7 +56,7 @@ class EventStream:
         batch = await self.next()
         if batch[0].get("event") == "error":
             raise APIError.from_runner(batch[0])
-        self._held = batch[1:]
+        self._held = [e for e in batch if e.get("event") != "queued"]
 
     async def batches(self, idle: float | None = None) -> AsyncIterator[list[dict[str, Any]]]:
         """The events as they arrive, in lists; an empty list after each ``idle`` seconds without
