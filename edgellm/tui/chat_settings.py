@@ -17,6 +17,7 @@ class ChatSettings:
     min_p: float = SamplingParams.min_p
     repeat_penalty: float = SamplingParams.repeat_penalty
     max_tokens: int = SamplingParams.max_tokens
+    seed: int | None = SamplingParams.seed  # `chat --seed N`: every answer repeatable; None: random
     n_ctx: int | None = None  # None: the model's own, capped by the engine
     n_threads: int | None = None  # None: physical cores
     n_gpu_layers: int = 0  # -1: all
@@ -50,5 +51,5 @@ class ChatSettings:
         return min(wanted, n_ctx // 2)
 
 
-# The sampling parameters a chat keeps (SamplingParams' fields it has; not the seed).
+# The sampling parameters a chat keeps (SamplingParams' fields it has).
 _SAMPLING = tuple(f.name for f in dataclasses.fields(ChatSettings) if hasattr(SamplingParams, f.name))

@@ -60,3 +60,31 @@ def test_bad_database_is_one_line_and_left_alone(tmp_path: Path, capsys: pytest.
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{db}: not a usable chat database" in err and "move it away" in err
     assert db.read_text() == "not a database"
+
+
+@pytest.mark.anyio
+async def test_seed_reaches_the_sampler_of_new_chats(make_real_app, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """`chat --seed N`: new chats keep N and every sampled answer in them is repeatable."""
+    import dataclasses
+
+    from edgellm.tui.app import ChatApp
+    from tests.tui.conftest import chat_view, send, wait_idle
+
+    started = []
+    monkeypatch.setattr(ChatApp, "run", lambda app: started.append(app.new_chat_settings))
+    argv = ["chat", "default", "--db", str(tmp_path / "cli.db"), "--temperature", "1.0", "--top-k", "0",
+            "--top-p", "1", "--min-p", "0", "--max-tokens", "24", "--ctx", "2048"]  # fmt: skip
+    assert main([*argv, "--seed", "7"]) == 0 and main(argv) == 0
+    seeded, unseeded = started
+    assert seeded.sampling().seed == 7 and unseeded.sampling().seed is None
+
+    async def answer(seed: int, name: str) -> str:
+        app = make_real_app(dataclasses.replace(seeded, seed=seed), tmp_path / f"{name}.db")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await send(pilot, "Tell me a story about a cat.")
+            await wait_idle(pilot)
+            return app.store.messages(chat_view(app).chat.id)[-1].content
+
+    first, again, other = await answer(7, "a"), await answer(7, "b"), await answer(8, "c")
+    assert first and first == again and other != first
