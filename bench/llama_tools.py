@@ -61,7 +61,11 @@ def default_root() -> Path:
 def _locked(root: Path) -> Iterator[None]:
     root.mkdir(parents=True, exist_ok=True)
     with (root / ".lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(f"waiting for another process fetching or building in {root}")
+            fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
