@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import DOC, machine, write_section  # noqa: E402
-from edgellm import llama_log  # noqa: E402
 from edgellm.cli import main as edgellm  # noqa: E402
 from edgellm.models.default_model import default_model_path  # noqa: E402
+from edgellm.runtime import llama_log  # noqa: E402
 
 TYPES = "q8_0,q6_k,q5_k_m,q5_0,q4_k_m,q4_0,q3_k_m,q2_k"
 PLOT = DOC.parent / "quant-report-smollm2.png"
