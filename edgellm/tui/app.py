@@ -87,4 +87,5 @@ class ChatApp(App[None]):
             if isinstance(screen, ChatScreen):
                 await screen.chat_view.stop_and_wait()
                 screen.chat_view.save_draft()
+        self.store.discard_blank()  # a chat opened and left empty is not kept
         self.exit()

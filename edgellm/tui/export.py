@@ -10,13 +10,14 @@ from pathlib import Path
 from edgellm import durable
 from edgellm.errors import EdgeLLMError
 from edgellm.tui.sessions import STATE_LABELS, Chat, Message
+from edgellm.units import model_label
 
 ROLE_HEADINGS = {"user": "You", "assistant": "Assistant"}
 
 
 def to_markdown(chat: Chat, messages: list[Message]) -> str:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(chat.created))
-    lines = [f"# {chat.title}", "", f"*Model: `{chat.model}` · started {when}*", ""]
+    lines = [f"# {chat.title}", "", f"*Model: {model_label(chat.model)} · started {when}*", ""]
     if chat.system is not None:
         lines += ["**System prompt**", "", *(f"> {ln}" for ln in chat.system.splitlines() or [""]), ""]
     for m in messages:

@@ -15,6 +15,7 @@ from edgellm.models.resolve import resolve_model
 from edgellm.models.store import Store
 from edgellm.runtime import planner
 from edgellm.runtime.hardware import Machine, probe
+from edgellm.units import human_bytes, model_label
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,12 @@ class ModelChoice:
     fits: bool | None  # None: cannot tell
     note: str = ""
     local: bool = True  # False: in the registry only; `edgellm pull` it first
+    memory: int = 0  # the planner's RAM + VRAM need at this chat's context; 0: unknown
 
     @property
     def fits_label(self) -> str:
-        return {True: "fits", False: "too big", None: "?"}[self.fits]
+        verdict = {True: "fits", False: "too big", None: "?"}[self.fits]
+        return f"{human_bytes(self.memory)}, {verdict}" if self.memory else verdict
 
 
 def _local(ref: str, path: Path, n_ctx: int | None, gpu_layers: int, machine: Machine) -> ModelChoice:
@@ -39,8 +42,9 @@ def _local(ref: str, path: Path, n_ctx: int | None, gpu_layers: int, machine: Ma
     except (EdgeLLMError, OSError) as err:
         return ModelChoice(ref, path.name, "?", path.stat().st_size if path.exists() else 0, None, str(err))
     verdict = planner.verdict(est, machine)
-    note = "" if verdict else f"needs {verdict.ram_needed >> 20} MiB of RAM, {verdict.ram_available >> 20} MiB free"
-    return ModelChoice(ref, info.name, info.file_type, info.file_size, verdict.fits, note)
+    note = "" if verdict else f"{human_bytes(verdict.ram_available)} of RAM free"
+    return ModelChoice(ref, model_label(ref), info.file_type, info.file_size, verdict.fits, note,
+                       memory=verdict.ram_needed + verdict.vram_needed)  # fmt: skip
 
 
 def _remote(entry: registry.ModelEntry, n_ctx: int | None, gpu_layers: int, machine: Machine) -> ModelChoice:
@@ -50,8 +54,9 @@ def _remote(entry: registry.ModelEntry, n_ctx: int | None, gpu_layers: int, mach
         est = planner.for_entry(entry, qtype, n_ctx, gpu_layers=gpu_layers)
     except EdgeLLMError:
         return ModelChoice(ref, entry.name, qtype, 0, None, f"edgellm pull {ref}", local=False)
-    fits = planner.verdict(est, machine).fits
-    return ModelChoice(ref, entry.name, qtype, est.weights, fits, f"edgellm pull {ref}", local=False)
+    verdict = planner.verdict(est, machine)
+    return ModelChoice(ref, entry.name, qtype, est.weights, verdict.fits, f"edgellm pull {ref}", local=False,
+                       memory=verdict.ram_needed + verdict.vram_needed)  # fmt: skip
 
 
 def model_choices(n_ctx: int | None, gpu_layers: int, current: str) -> list[ModelChoice]:

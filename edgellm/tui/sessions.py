@@ -95,6 +95,16 @@ def _message(row: sqlite3.Row) -> Message:
     )
 
 
+def _snippet(content: str, text: str, width: int = 60) -> str:
+    """One line of ``content`` around the first place ``text`` occurs."""
+    flat = " ".join(content.split())
+    at = max(flat.lower().find(text.lower()), 0)
+    start = max(0, at - width // 3)
+    if start:  # begin at a word
+        start = flat.find(" ", start, at) + 1 or start
+    return ("…" if start else "") + flat[start : start + width] + ("…" if start + width < len(flat) else "")
+
+
 class SessionStore:
     """All reads and writes of chats; one connection, used from the UI thread only."""
 
@@ -179,6 +189,32 @@ class SessionStore:
     def delete_chat(self, chat_id: int) -> None:
         self._db.execute("DELETE FROM chats WHERE id = ?", (chat_id,))
         self._db.execute("DELETE FROM prefs WHERE key = ?", (f"draft:{chat_id}",))
+
+    def search(self, text: str, limit: int = 50) -> list[tuple[Chat, str]]:
+        """Chats whose title or messages contain ``text`` (any case), most recent first, each with
+        the first matching message's words around the match (or "" for a title match)."""
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._db.execute(
+            "SELECT chats.*, (SELECT content FROM messages WHERE chat_id = chats.id AND content LIKE ? ESCAPE '\\' "
+            "ORDER BY id LIMIT 1) AS hit FROM chats WHERE title LIKE ? ESCAPE '\\' OR hit IS NOT NULL "
+            "ORDER BY updated DESC, id DESC LIMIT ?",
+            (pattern, pattern, limit),
+        ).fetchall()
+        return [(_chat(r), _snippet(r["hit"], text) if r["hit"] else "") for r in rows]
+
+    def discard_blank(self, keep: int | None = None) -> int:
+        """Delete the chats nothing was ever written in (the untitled ones without messages or a
+        draft), except ``keep``: opening and leaving the app must not pile up empty "New chat"
+        entries. Returns how many went."""
+        rows = self._db.execute(
+            "SELECT id FROM chats WHERE title = ? AND id IS NOT ? AND NOT EXISTS "
+            "(SELECT 1 FROM messages WHERE messages.chat_id = chats.id) AND NOT EXISTS "
+            "(SELECT 1 FROM prefs WHERE prefs.key = 'draft:' || chats.id AND trim(prefs.value) != '')",
+            (NEW_CHAT_TITLE, keep),
+        ).fetchall()
+        for (chat_id,) in rows:
+            self.delete_chat(chat_id)
+        return len(rows)
 
     # -- messages ------------------------------------------------------------------------------
     def messages(self, chat_id: int) -> list[Message]:

@@ -81,3 +81,16 @@ def test_pull_a_quant_of_any_hub_repo_then_run_it(env: dict[str, str], hub: Fake
 )
 def test_hub_pull_refusals_are_one_line(env: dict[str, str], repo: dict[str, bytes], ref: str, says: str) -> None:  # noqa: F811
     assert says in error_line(edgellm(env, "pull", ref))
+
+
+def test_run_pulls_a_registry_model_it_does_not_have(env: dict[str, str], hub: FakeHub) -> None:  # noqa: F811
+    """As `ollama run`: the download size and the memory plan first (on stderr), then the answer."""
+    refused = edgellm(env, "run", "tiny-chat:Q8_0", "hi", "--no-pull")
+    assert "not downloaded yet" in error_line(refused) and not hub.requests("GET", "/cdn/")
+    done = edgellm(env, "run", "tiny-chat:Q8_0", "hi", "--max-tokens", "2", "--temperature", "0")
+    assert done.returncode == 0, done.stderr
+    assert "tiny-chat is not downloaded yet: pulling tiny-chat:Q8_0" in done.stderr
+    assert "MEMORY" in done.stderr and "pulled tiny-chat:Q8_0" in done.stderr, "plan and pull talk on stderr"
+    assert stored(env, "tiny-chat", "Q8_0").is_file() and len(hub.requests("GET", "/cdn/")) == 1
+    again = edgellm(env, "run", "tiny-chat:Q8_0", "hi", "--max-tokens", "2", "--temperature", "0")
+    assert again.stdout == done.stdout and "pulling" not in again.stderr and len(hub.requests("GET", "/cdn/")) == 1

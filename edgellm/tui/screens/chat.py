@@ -35,6 +35,7 @@ ACTIONS: list[tuple[str, str, str]] = [
     ("edit_last", "Edit last message", "Put your last message back in the box to change and resend it"),
     ("copy_answer", "Copy last answer", "Copy the last answer to the clipboard"),
     ("copy_code", "Copy last code block", "Copy the last code block of the last answer"),
+    ("switch_chat", "Switch chat (search chats)", "Open another chat, found by its title or its messages (Ctrl+F)"),
     ("rename_chat", "Rename chat", "Give the open chat a new title"),
     ("delete_chat", "Delete chat", "Delete the open chat and its messages"),
     ("export_chat", "Export chat to Markdown", "Write the open chat to a Markdown file"),
@@ -51,6 +52,7 @@ class ChatScreen(Screen[None]):
         Binding("escape", "stop", "Stop", priority=True),
         Binding("f1", "help", "Help"),
         Binding("ctrl+n", "new_chat", "New"),
+        Binding("ctrl+f", "switch_chat", "Find chat"),
         Binding("ctrl+r", "regenerate", "Regenerate"),
         Binding("f2", "rename_chat", "Rename"),
         Binding("f3", "pick_model", "Model"),
@@ -89,7 +91,9 @@ class ChatScreen(Screen[None]):
         self.set_interval(STATUS_SECONDS, self._measure_memory)
 
     def _first_chat(self) -> Chat:
-        """Where the user left off: the last chat, unless another model was asked for."""
+        """Where the user left off: the last chat, unless another model was asked for; blank chats
+        a killed app left behind go first."""
+        self.app.store.discard_blank()
         chats = self.app.store.chats()
         if chats and self.start_model in (None, chats[0].model):
             return chats[0]
@@ -172,6 +176,16 @@ class ChatScreen(Screen[None]):
             return
         self.app.copy_to_clipboard(blocks[-1])
         self.notify("Copied the last code block")
+
+    @work
+    async def action_switch_chat(self) -> None:
+        from edgellm.tui.screens.chat_search import ChatSearch
+
+        chosen = await self.app.push_screen_wait(ChatSearch(self.app.store, self.chat.id if self.chat else None))
+        if chosen is not None and (self.chat is None or chosen != self.chat.id):
+            await self.chat_view.open(self.app.store.chat(chosen))
+            await self.refresh_chats()
+        self.chat_view.prompt.focus()
 
     @work
     async def action_rename_chat(self) -> None:

@@ -1,12 +1,13 @@
-"""F1: the keys and what the TUI can do, in one page."""
+"""F1: the keys and what the TUI can do, in one page that scrolls with the keyboard (it is longer
+than an 80x24 terminal)."""
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Markdown
+from textual.widgets import Label, Markdown
 
 HELP = """\
 # edgellm chat
@@ -20,7 +21,8 @@ HELP = """\
 | **Ctrl+R** | write the last answer again |
 | **Ctrl+N** | new chat (same model and settings) |
 | **F2** / **Delete** in the list | rename / delete the chat |
-| **F3** | choose the model |
+| **F3** | choose the model (type to filter) |
+| **Ctrl+F** | find a chat by its title or its messages, and open it |
 | **F4** | system prompt and parameters of this chat |
 | **Ctrl+S** | export the chat to Markdown |
 | **Ctrl+O** / **Ctrl+G** | copy the last answer / its last code block |
@@ -48,4 +50,9 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box help-box"):
-            yield Markdown(HELP)
+            with VerticalScroll():
+                yield Markdown(HELP)
+            yield Label("↑ ↓ PgUp PgDn Home End scroll · Esc closes", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one(VerticalScroll).focus()  # the arrow and page keys scroll it

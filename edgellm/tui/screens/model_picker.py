@@ -1,15 +1,16 @@
-"""F3: choose the chat's model among the local ones, with size and whether each fits in memory."""
+"""F3: choose the chat's model among the local ones, with its size and memory need in numbers;
+typing filters the list."""
 
 from __future__ import annotations
 
 import asyncio
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Label
+from textual.widgets import DataTable, Input, Label
 
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.model_choices import ModelChoice, model_choices
@@ -24,10 +25,12 @@ class ModelPicker(ModalScreen[str | None]):
         self.current = current
         self.settings = settings
         self.choices: list[ModelChoice] = []
+        self.shown: list[ModelChoice] = []  # the choices the filter lets through, in table order
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box picker-box"):
             yield Label("Choose the model of this chat (size and memory for its context size)", classes="dialog-title")
+            yield Input(placeholder="type to filter", id="filter", select_on_focus=False)
             yield DataTable(cursor_type="row", zebra_stripes=True, id="models")
             yield Label("Enter chooses · Esc cancels", classes="hint", id="picker-note")
 
@@ -38,7 +41,29 @@ class ModelPicker(ModalScreen[str | None]):
         settings = self.settings
         self.choices = await asyncio.to_thread(model_choices, settings.n_ctx, settings.n_gpu_layers, self.current)
         table.loading = False
-        for choice in self.choices:
+        self._fill("")
+        refs = [c.ref for c in self.shown]
+        if self.current in refs:
+            table.move_cursor(row=refs.index(self.current))
+        table.focus()
+
+    @on(Input.Changed, "#filter")
+    def _typed(self, event: Input.Changed) -> None:
+        self._fill(event.value.strip().lower())
+
+    def on_key(self, event: events.Key) -> None:
+        """Letters typed while the list has the focus go to the filter."""
+        box = self.query_one("#filter", Input)
+        if event.is_printable and event.character and not box.has_focus and event.character.strip():
+            box.focus()
+            box.insert_text_at_cursor(event.character)
+            event.stop()
+
+    def _fill(self, text: str) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        self.shown = [c for c in self.choices if text in f"{c.name} {c.ref} {c.file_type}".lower()]
+        for choice in self.shown:
             table.add_row(
                 "●" if choice.ref == self.current else "",
                 choice.name,
@@ -48,14 +73,18 @@ class ModelPicker(ModalScreen[str | None]):
                 choice.note,
                 key=choice.ref,
             )
-        refs = [c.ref for c in self.choices]
-        if self.current in refs:
-            table.move_cursor(row=refs.index(self.current))
-        table.focus()
+
+    @on(Input.Submitted, "#filter")
+    def _submitted(self) -> None:
+        table = self.query_one(DataTable)
+        if self.shown:
+            self._choose(self.shown[min(table.cursor_row, len(self.shown) - 1)])
 
     @on(DataTable.RowSelected)
     def _chosen(self, event: DataTable.RowSelected) -> None:
-        choice = next(c for c in self.choices if c.ref == event.row_key.value)
+        self._choose(next(c for c in self.choices if c.ref == event.row_key.value))
+
+    def _choose(self, choice: ModelChoice) -> None:
         if not choice.local:
             self.notify(f"{choice.name} is not downloaded: run `{choice.note}` first", severity="warning")
             return

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from textual.binding import Binding
 from textual.widgets import Label, ListItem, ListView
 
+from edgellm.models.resolve import looks_like_path
 from edgellm.tui.sessions import Chat
+from edgellm.units import model_label
 
 
-def model_label(model: str) -> str:
-    """A store name as it is; a file by its name (the folder is noise in a 30-column sidebar)."""
-    return Path(model).name if "/" in model or model.endswith(".gguf") else model
+def sidebar_label(model: str) -> str:
+    """The model's one name (edgellm.units.model_label), with the type a store reference names."""
+    _, _, qtype = model.partition(":")
+    return model_label(model) + (f" {qtype}" if qtype and not looks_like_path(model) else "")
 
 
 class ChatItem(ListItem):
     def __init__(self, chat: Chat) -> None:
         title = Label(chat.title, markup=False, classes="title")
-        super().__init__(title, Label(model_label(chat.model), markup=False, classes="model"))
+        super().__init__(title, Label(sidebar_label(chat.model), markup=False, classes="model"))
         self.chat = chat
 
 

@@ -22,11 +22,12 @@ from edgellm.runtime.engine import LoadOptions
 from edgellm.runtime.placement import layer_split
 from edgellm.tui.answer import Answer, produce
 from edgellm.tui.chat_settings import ChatSettings
-from edgellm.tui.engines import ChatEngine, EngineSlot
+from edgellm.tui.engines import EngineSlot
 from edgellm.tui.sessions import NEW_CHAT_TITLE, Chat, Message, SessionStore
 from edgellm.tui.widgets.message import MessageView, NoticeView
 from edgellm.tui.widgets.prompt import PromptInput
 from edgellm.tui.widgets.status_bar import StatusBar
+from edgellm.units import model_label
 
 FLUSH_SECONDS = 0.1  # repaint (and save) a streaming answer at most 10 times a second
 STATUS_LIVE_SECONDS = 0.5  # the live speed in the status bar, at most twice a second
@@ -39,10 +40,10 @@ def title_from(text: str) -> str:
     return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
-def turn_stats(answer: Answer, engine: ChatEngine | None) -> dict[str, object]:
+def turn_stats(answer: Answer) -> dict[str, object]:
     """What is saved with an answer and shown in its header and the status bar."""
     s = answer.stats
-    data: dict[str, object] = {"model": engine.info.name if engine else answer.model}
+    data: dict[str, object] = {"model": model_label(answer.model)}  # the one name the app shows it by
     if s is not None:
         data.update(
             prompt_tokens=s.prompt_tokens,
@@ -162,6 +163,7 @@ class ChatView(Vertical):
             self.notify(f"Stopped the answer in “{self.chat.title}”; Ctrl+R there writes it again")
         await self.stop_and_wait()
         self.save_draft()
+        self.store.discard_blank(keep=chat.id)  # the blank chat being left, if it is one
         typed_before_open = self.prompt.text if self.chat is None else ""
         self.chat = chat
         self.editing = None
@@ -224,7 +226,7 @@ class ChatView(Vertical):
         st = bar.status
         engine = self.slot.held(self.chat.model, self.load_options)
         if engine is not None:
-            st.model, st.file_type, st.context_size = engine.info.name, engine.info.file_type, engine.n_ctx
+            st.model, st.file_type, st.context_size = self.chat.model, engine.info.file_type, engine.n_ctx
             st.split = layer_split(engine.options.n_gpu_layers, engine.info.block_count, self.app.gpu_offload)
             st.activity = "" if not self.busy else st.activity
         else:
@@ -278,8 +280,7 @@ class ChatView(Vertical):
         assert self.chat is not None
         self.answer = Answer(self.chat.model, self.load_options, self.history(), self.settings)
         self._answer_row = None
-        held = self.slot.held(self.chat.model, self.load_options)
-        author = held.info.name if held is not None else self.chat.model
+        author = model_label(self.chat.model)
         placeholder = Message(0, self.chat.id, "assistant", "", "streaming", {"model": author})
         self._answer_view = MessageView(placeholder, author, live=True)
         box = self.messages_box
@@ -312,7 +313,7 @@ class ChatView(Vertical):
                 content = (self._answer_view.content if self._answer_view else "") + text
                 if self._answer_row is None:
                     self._answer_row = self.store.add_message(
-                        self.chat.id, "assistant", content, state="streaming", stats=turn_stats(answer, answer.engine)
+                        self.chat.id, "assistant", content, state="streaming", stats=turn_stats(answer)
                     )
                 else:
                     self.store.save_progress(self._answer_row.id, content)
@@ -356,7 +357,7 @@ class ChatView(Vertical):
         content = self._answer_view.content
         stop = stats.stop_reason if stats else ""
         state = "error" if answer.error else ("stopped" if stop == "cancelled" or answer.stop_requested else "done")
-        data = turn_stats(answer, answer.engine)
+        data = turn_stats(answer)
         if self._answer_row is None and content:
             self._answer_row = self.store.add_message(self.chat.id, "assistant", content, state=state, stats=data)
         view = self._answer_view

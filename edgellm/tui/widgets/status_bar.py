@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from textual.widgets import Static
 
-from edgellm.units import human_bytes
+from edgellm.units import human_bytes, model_label
 
 SEPARATOR = " │ "
 
@@ -26,23 +26,35 @@ class Status:
     split: str = ""
     activity: str = ""  # "loading model…", "reading prompt…", "writing…" (see Answer.activity)
 
-    def line(self) -> str:
-        parts = [f"{self.model} {self.file_type}".strip() or "no model"]
+    def fields(self) -> list[tuple[int, str]]:
+        """(priority, text) in display order; a lower priority is dropped first when space is short."""
+        parts = [(9, f"{model_label(self.model)} {self.file_type}".strip() if self.model else "no model")]
         if self.activity:
-            parts.append(self.activity)
+            parts.append((8, self.activity))
         if self.prompt_tps:
-            parts.append(f"prompt {self.prompt_tps:.0f} tok/s")
+            parts.append((2, f"prompt {self.prompt_tps:.0f} tok/s"))
         if self.generation_tps:
-            parts.append(f"gen {self.generation_tps:.1f} tok/s")
+            parts.append((7, f"gen {self.generation_tps:.1f} tok/s"))
         if self.ttft_seconds:
-            parts.append(f"TTFT {self.ttft_seconds * 1000:.0f} ms")
+            parts.append((1, f"TTFT {self.ttft_seconds * 1000:.0f} ms"))
         if self.context_size:
-            parts.append(f"ctx {self.context_used}/{self.context_size}")
+            parts.append((6, f"ctx {self.context_used}/{self.context_size}"))
         if self.rss_bytes:
-            parts.append(f"RAM {human_bytes(self.rss_bytes)}")
+            parts.append((5, f"RAM {human_bytes(self.rss_bytes)}"))
         if self.split:
-            parts.append(self.split)
-        return SEPARATOR.join(parts)
+            parts.append((3, self.split))
+        return parts
+
+    def line(self, width: int | None = None) -> str:
+        """The fields that fit ``width`` cells whole: the least useful go first (TTFT, prompt
+        speed, the split, RAM, ...); a field is never cut, except a model name wider than the bar."""
+        parts = self.fields()
+        while width is not None and len(parts) > 1 and len(SEPARATOR.join(t for _, t in parts)) > width:
+            parts.remove(min(parts[1:], key=lambda p: p[0]))
+        text = SEPARATOR.join(t for _, t in parts)
+        if width is not None and len(text) > width:
+            text = text[: max(width - 1, 0)] + "…"
+        return text
 
 
 class StatusBar(Static):
@@ -64,8 +76,11 @@ class StatusBar(Static):
         self.status = Status()
         self._shown = ""
 
+    def on_resize(self) -> None:
+        self.refresh_status()
+
     def refresh_status(self) -> None:
-        line = self.status.line()
+        line = self.status.line(self.content_size.width or None)
         if line != self._shown:
             self._shown = line
             self.update(line, layout=False)  # one fixed line: repaint it, never re-lay-out the screen
