@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--chunk", type=number(int, 16), default=DEFAULT_CHUNK, metavar="N",
                    help="prompt tokens evaluated per step beside the running streams")
     g.add_argument("--api-key", default=None, metavar="KEY",
-                   help=f"require `Authorization: Bearer KEY` (default: ${API_KEY_ENV} if set, else no key)")
+                   help=f"require `Authorization: Bearer KEY`; ${API_KEY_ENV} does the same without showing "
+                        "the key to `ps` (default: no key)")
     g.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from ORIGIN (repeatable; `*` for any); off by default")  # fmt: skip
     add_load_options(p)

@@ -101,6 +101,12 @@ def test_api_key(server: Server) -> None:
     assert KEY not in "".join(server.log)
 
 
+def test_no_cors_unless_asked(server: Server) -> None:
+    preflight = httpx.options(server.url + "/chat/completions", headers={
+        "Origin": "https://ui.example", "Access-Control-Request-Method": "POST"})  # fmt: skip
+    assert not [h for h in preflight.headers if h.startswith("access-control-")]
+
+
 def test_full_queue_is_503_with_retry_after(server: Server, http: httpx.Client) -> None:
     """One slot, no queue: while a stream holds the slot, the next request is turned away."""
     started = threading.Event()

@@ -8,6 +8,7 @@ import base64
 import concurrent.futures
 from collections.abc import Iterator
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 from tests.server.conftest import MODEL, Server, serve
 
 QUESTIONS = ["What is the capital of France?", "Name three colors.", "Count from 1 to 5.", "Who wrote Hamlet?"]
+UI = "https://ui.example"  # the one origin allowed to call from a browser
 SHORT = 12  # tokens per answer: the tests check shapes and behaviour, not prose
 NEAR_TIE = 0.05  # nats: well above batched-vs-single rounding, far below a real preference
 LONG = "Count from 1 to 30, one number per line."  # needs more than SHORT tokens
@@ -24,7 +26,7 @@ LONG = "Count from 1 to 30, one number per line."  # needs more than SHORT token
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with serve(tmp_path_factory.mktemp("serve"), "--ctx", "1024", "--parallel", "4") as srv:
+    with serve(tmp_path_factory.mktemp("serve"), "--ctx", "1024", "--parallel", "4", "--cors", UI) as srv:
         yield srv
 
 
@@ -39,6 +41,16 @@ def ask(question: str) -> list[dict[str, str]]:
 
 def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
     assert [m.id for m in client.models.list()] == [MODEL]
+
+
+def test_cors_only_for_the_allowed_origin(server: Server) -> None:
+    def preflight(origin: str) -> httpx.Response:
+        return httpx.options(server.url + "/chat/completions", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})  # fmt: skip
+
+    assert preflight(UI).headers.get("access-control-allow-origin") == UI
+    assert "access-control-allow-origin" not in preflight("https://evil.example").headers
 
 
 def test_chat_completion(client: openai.OpenAI) -> None:
