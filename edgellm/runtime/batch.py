@@ -206,12 +206,14 @@ class BatchEngine:
             )
         if not req.prompt:
             raise BadRequest("the prompt is empty")
+        if req.embed and llama_cpp.llama_pooling_type(self.engine._ctx) != llama_cpp.LLAMA_POOLING_TYPE_NONE:
+            raise BadRequest("this model pools its own embeddings, which edgellm serve does not read yet")
         sampler = None if req.embed else self._sampler(req)
         with self._cond:
             if self._closing:
                 raise EdgeLLMError("the model is shutting down")
-            busy = sum(s.job is not None for s in self._slots)
-            if busy >= self.slots_n and len(self._queue) >= self.max_queue:
+            free = sum(s.job is None for s in self._slots)
+            if len(self._queue) >= free + self.max_queue:  # what waits beyond the free slots is bounded
                 if sampler:
                     llama_cpp.llama_sampler_free(sampler)
                 raise QueueFull(
@@ -320,52 +322,48 @@ class BatchEngine:
         job.t_start = time.perf_counter()
 
     def _step(self) -> None:
-        """One llama_decode for every running request, then sampling."""
-        batch, n = self._batch, 0
-        fed: list[tuple[_Job, list[int]]] = []
+        """One llama_decode for every running request, then sampling. An embedding's chunk, if
+        any, is a decode of its own first (llama_set_embeddings applies to a whole decode): the
+        streams still advance every step."""
         running = [s.job for s in self._slots if s.job is not None]
-
-        def add(job: _Job, tokens: list[int], want_last: bool) -> None:
-            nonlocal n
-            slot = job.slot
-            base = len(slot.cached)
-            for k, token in enumerate(tokens):
-                batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, base + k, 1
-                batch.seq_id[n][0] = slot.seq
-                batch.logits[n] = job.req.embed or (want_last and k == len(tokens) - 1)
-                n += 1
-            job.row = n - 1
-            fed.append((job, tokens))
-
-        embedding = [j for j in running if j.req.embed and j.todo]
-        if embedding:  # a batch of its own: llama_set_embeddings applies to the whole decode
-            job = embedding[0]
-            take = job.todo[: self.chunk]
-            add(job, take, True)
-            self._decode(fed, n, embeddings=True)
-            return
-        for job in running:
-            if job.last is not None:
-                add(job, [job.last], True)
-        budget = min(self.chunk, self.engine.n_batch - n)
+        embedding = next((j for j in running if j.req.embed and j.todo), None)
+        if embedding is not None:
+            self._decode([(embedding, embedding.todo[: self.chunk], True)], embeddings=True)
+        work = [(j, [j.last], True) for j in running if j.last is not None]
+        budget = min(self.chunk, self.engine.n_batch - len(work))
         for job in sorted((j for j in running if j.todo and not j.req.embed), key=lambda j: j.t_start):
             if budget <= 0:
                 break
             take = job.todo[:budget]
-            add(job, take, len(take) == len(job.todo))
+            work.append((job, take, len(take) == len(job.todo)))
             budget -= len(take)
-        if n:
-            self._decode(fed, n, embeddings=False)
+        if work:
+            self._decode(work, embeddings=False)
 
-    def _decode(self, fed: list[tuple[_Job, list[int]]], n: int, *, embeddings: bool) -> None:
+    def _fill(self, work: list[tuple[_Job, list[int], bool]]) -> int:
+        """Put each job's tokens in the batch after what its sequence holds; logits for the last
+        token where asked (all of them for an embedding). Returns the batch size."""
+        batch, n = self._batch, 0
+        for job, tokens, want_last in work:
+            seq, base = job.slot.seq, len(job.slot.cached)
+            for k, token in enumerate(tokens):
+                batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, base + k, 1
+                batch.seq_id[n][0] = seq
+                batch.logits[n] = job.req.embed or (want_last and k == len(tokens) - 1)
+                n += 1
+            job.row = n - 1
+        batch.n_tokens = n
+        return n
+
+    def _decode(self, work: list[tuple[_Job, list[int], bool]], *, embeddings: bool) -> None:
         eng = self.engine
-        self._batch.n_tokens = n
+        n = self._fill(work)
         if embeddings:
             llama_cpp.llama_set_embeddings(eng._ctx, True)
         try:
             rc = llama_cpp.llama_decode(eng._ctx, self._batch)
             if rc == 0 and embeddings:
-                job, tokens = fed[0]
+                job, tokens, _ = work[0]
                 rows = [np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_ith(eng._ctx, i), shape=(self.n_embd,))
                         for i in range(len(tokens))]  # fmt: skip
                 total = np.sum(rows, axis=0, dtype=np.float64)
@@ -378,11 +376,11 @@ class BatchEngine:
                 err = EdgeLLMError(f"llama.cpp failed to evaluate a batch of {n} tokens (code {rc})")
                 if eng.cancelled:
                     return  # closing
-                for job, _ in fed:
+                for job, _, _ in work:
                     llama_cpp.llama_memory_seq_rm(eng._memory, job.slot.seq, len(job.slot.cached), -1)
                     self._finish(job, error=err)
                 return
-            for job, tokens in fed:
+            for job, tokens, _ in work:
                 job.slot.cached.extend(tokens)
                 if job.todo:
                     del job.todo[: len(tokens)]
