@@ -32,10 +32,16 @@ class ReportRow:
     result: EvalResult
     generation: Rate
 
+    @property
+    def label(self) -> str:
+        """The file type, marked when an importance matrix weighted it (llama-quantize's metadata)."""
+        return self.info.file_type + (" + imatrix" if "quantize.imatrix.file" in self.info.metadata else "")
+
     def to_json(self) -> dict[str, object]:
         return {
             "path": str(self.info.path),
             "file_type": self.info.file_type,
+            "imatrix": self.info.metadata.get("quantize.imatrix.file"),
             "file_size": self.info.file_size,
             "bits_per_weight": self.info.bits_per_weight,
             "eval": self.result.to_json(),
@@ -77,7 +83,7 @@ def table(rows: list[ReportRow]) -> str:
         e, delta = r.result, r.result.delta_ppl_percent
         body.append(
             [
-                r.info.file_type,
+                r.label,
                 human_bytes(r.info.file_size),
                 f"{r.info.bits_per_weight:.2f}",
                 f"{e.ppl.value:.4f} ± {e.ppl.error:.4f}",
@@ -95,7 +101,7 @@ def write_plot(rows: list[ReportRow], path: Path) -> None:
     """File size (MB) against mean KLD (log scale); the reference itself (KLD 0) is the title."""
     ref = rows[0].info
     points = [
-        plot.Point(r.info.file_size / 1e6, r.result.kld.value, r.info.file_type)
+        plot.Point(r.info.file_size / 1e6, r.result.kld.value, r.label)
         for r in rows[1:]
         if r.result.kld is not None
     ]
@@ -122,11 +128,13 @@ def report(reference: Path, outputs: list[Path], png: Path) -> list[ReportRow]:
 
 def quantize_and_report(
     src: str, types: str, *, out: str | None, outdir: str | None, threads: int | None, force: bool,
-    loras: Sequence[str] = (),
+    loras: Sequence[str] = (), imatrix: object | None = None,
 ) -> list:  # fmt: skip
     """`edgellm quantize SRC --type ... --report`: quantize, then report every output against the
     float model. The reference is SRC if it is a float GGUF, the float output if one was asked
-    for, else an f16 written to a temporary folder beside the outputs and deleted afterwards."""
+    for, else an f16 written to a temporary folder beside the outputs and deleted afterwards.
+    With ``imatrix`` (an ImatrixRequest) each type is also quantized without the matrix, in a
+    temporary folder, and reported beside the weighted output."""
     import quantize
     from quantize.llamacpp import parse_types
 
@@ -138,22 +146,30 @@ def quantize_and_report(
     png = folder / f"{source.stem}-quant-report.png"
     if png.exists() and not force:
         raise EdgeLLMError(f"{png}: already exists (the report plot); pass --force to overwrite it")
-    common = {"out": out, "outdir": outdir, "threads": threads, "force": force}
+    common = {"out": out, "outdir": outdir, "threads": threads, "force": force, "imatrix": imatrix}
+    # without a matrix too, for the types llama.cpp quantizes without one
+    plain = [t for t in wanted if not t.is_float and not t.needs_imatrix] if imatrix is not None else []
+
+    def report_all(ref: Path, weighted: list[Path]) -> None:
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".edgellm-report-") as scratch:
+            unweighted = [o.path for o in quantize.run(ref, plain, outdir=scratch, threads=threads)] if plain else []
+            report(ref, unweighted + weighted, png)
+
     if source.is_file():
         if inspect(source).file_type not in _FLOAT_FILE_TYPES:
             raise EdgeLLMError(f"{source}: --report compares with the float model; give an f16/bf16/f32 GGUF as SRC")
         outputs = quantize.run(source, wanted, **common)
-        report(source, [o.path for o in outputs], png)
+        report_all(source, [o.path for o in outputs])
         return outputs
     float_types = [t for t in wanted if t.is_float]
     if float_types:
         outputs = quantize.run(source, wanted, loras=loras, **common)
         ref = next(o.path for o in outputs if o.type == float_types[0].name)
-        report(ref, [o.path for o in outputs if o.path != ref], png)
+        report_all(ref, [o.path for o in outputs if o.path != ref])
         return outputs
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".edgellm-report-") as scratch:
         ref = quantize.run(source, "f16", outdir=scratch, loras=loras)[0].path
         outputs = quantize.run(ref, wanted, **{**common, "outdir": outdir or (None if out else str(folder))})
-        report(ref, [o.path for o in outputs], png)
+        report_all(ref, [o.path for o in outputs])
     return outputs

@@ -367,6 +367,15 @@ def test_command_computes_saves_and_records_the_matrix(tiny: tuple[Path, Path], 
     assert "chunk 2/2" in capsys.readouterr().err
 
 
+def test_report_scores_each_type_with_and_without_the_matrix(tiny, tiny_matrix, tmp_path, capsys) -> None:  # noqa: ANN001
+    """`--report --imatrix`: the table (and plot) hold each type without the matrix and with it."""
+    assert main(["quantize", str(tiny[1]), "-t", "q2_k,iq2_xxs", "--imatrix", str(tiny_matrix), "--report",
+                 "--outdir", str(tmp_path)]) == 0  # fmt: skip
+    table = [line.split("|")[1].strip() for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert table[1:] == ["F32", "Q2_K", "Q2_K + imatrix", "IQ2_XXS + imatrix"]
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".gguf", ".gguf", ".png"]  # scratch files gone
+
+
 def test_imatrix_command_and_refusals(tiny: tuple[Path, Path], tmp_path: Path, capsys) -> None:  # noqa: ANN001
     text = tmp_path / "calib.txt"
     text.write_text((DATA / "calibration_en.txt").read_text(encoding="utf-8"), encoding="utf-8")
