@@ -101,9 +101,7 @@ def write_plot(rows: list[ReportRow], path: Path) -> None:
     """File size (MB) against mean KLD (log scale); the reference itself (KLD 0) is the title."""
     ref = rows[0].info
     points = [
-        plot.Point(r.info.file_size / 1e6, r.result.kld.value, r.label)
-        for r in rows[1:]
-        if r.result.kld is not None
+        plot.Point(r.info.file_size / 1e6, r.result.kld.value, r.label) for r in rows[1:] if r.result.kld is not None
     ]
     plot.scatter(
         points,
@@ -116,6 +114,7 @@ def write_plot(rows: list[ReportRow], path: Path) -> None:
 
 def report(reference: Path, outputs: list[Path], png: Path) -> list[ReportRow]:
     """What `edgellm quantize --report` runs: progress on stderr, the table on stdout, the PNG."""
+
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 

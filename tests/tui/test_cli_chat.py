@@ -63,8 +63,11 @@ def test_bad_database_is_one_line_and_left_alone(tmp_path: Path, capsys: pytest.
 
 
 @pytest.mark.anyio
-async def test_seed_reaches_the_sampler_of_new_chats(make_real_app, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+async def test_seed_reaches_the_sampler_of_new_chats(
+    make_real_app,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
     """`chat --seed N`: new chats keep N and every sampled answer in them is repeatable."""
     import dataclasses
 
