@@ -107,7 +107,7 @@ def wait_ready(url: str, proc: subprocess.Popen, what: str) -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url.removesuffix("/v1") + "/health", timeout=2).status_code == 200:
+            if httpx.get(url + "/models", timeout=2).status_code == 200:
                 return
         time.sleep(0.5)
     raise RuntimeError(f"{what} did not get ready")
@@ -143,6 +143,24 @@ def llama_server(binary: Path, path: Path, slots: int, threads: int) -> Iterator
         proc.wait(30)
 
 
+@contextlib.contextmanager
+def llama_cpp_python_server(path: Path, threads: int) -> Iterator[Served]:
+    """llama-cpp-python's own server: one request at a time behind a lock; with
+    ``--interrupt_requests False`` a new request waits instead of cutting the running stream short."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--port", str(port), "--n_ctx",
+           str(CTX_PER_SEQ), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+           "--interrupt_requests", "False"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        wait_ready(url, proc, "llama-cpp-python's server")
+        yield Served("llama-cpp-python server", url, str(path), proc)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 # -- load --------------------------------------------------------------------------------------
 @dataclass
 class StreamTimes:
@@ -156,15 +174,18 @@ def one_stream(client: openai.OpenAI, model: str, k: int, tokens: int, times: St
                started: threading.Event | None = None) -> None:  # fmt: skip
     stream = client.completions.create(model=model, prompt=prompt(k), max_tokens=tokens, temperature=0, stream=True,
                                        stream_options={"include_usage": True})  # fmt: skip
+    chunks = 0
     for chunk in stream:
         if chunk.choices and chunk.choices[0].text:
             now = time.perf_counter()
             times.first = times.first or now
             times.last = now
+            chunks += 1
             if started is not None:
                 started.set()
         if chunk.usage:
             times.tokens = chunk.usage.completion_tokens
+    times.tokens = times.tokens or chunks  # a server that sends no usage: one chunk per token
 
 
 def load(server: Served, streams: int, tokens: int) -> tuple[float, float]:
@@ -219,6 +240,7 @@ def main() -> None:
     ap.add_argument("--levels", default="1,2,4,8", help="concurrent streams, comma-separated")
     ap.add_argument("--llama-server", default="auto",
                     help="llama-server binary, `auto` (build it with bench/llama_tools.py) or `none`")
+    ap.add_argument("--no-llama-cpp-python", action="store_true", help="skip llama-cpp-python's own server")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -237,6 +259,8 @@ def main() -> None:
         servers = [stack.enter_context(edgellm_server(args.model, slots, args.threads))]
         if binary is not None:
             servers.append(stack.enter_context(llama_server(binary, args.model, slots, args.threads)))
+        if not args.no_llama_cpp_python:
+            servers.append(stack.enter_context(llama_cpp_python_server(args.model, args.threads)))
         for s in servers:  # warm-up: page in the weights, fill the caches
             load(s, 1, 8)
         for rep in range(args.repeats):
@@ -268,6 +292,10 @@ def report(args: argparse.Namespace, levels: list[int], results: dict, ttft: dic
             + " | ".join(f"{by[n][0]:.0f} ({by[n][1]:.0f})" for n in levels) + " |" for name, by in med.items()]
     rows.append("| edgellm serve / bare loop | "
                 + " | ".join(f"**{med['edgellm serve'][n][0] / bare[n][0]:.2f}x**" for n in levels) + " |")
+    if "llama-cpp-python server" in med:
+        ours, theirs = med["edgellm serve"], med["llama-cpp-python server"]
+        rows.append("| edgellm serve / llama-cpp-python server | "
+                    + " | ".join(f"{ours[n][0] / theirs[n][0]:.2f}x" for n in levels) + " |")
     if "llama-server" in med:
         ours, theirs = med["edgellm serve"], med["llama-server"]
         rows.append("| edgellm serve / llama-server | "
@@ -278,8 +306,9 @@ def report(args: argparse.Namespace, levels: list[int], results: dict, ttft: dic
     return (
         "## `edgellm serve`: concurrent streams\n\n"
         f"`python -m bench.bench_server {cmd}` — {machine()}; model `{args.model.name}`, {args.threads} threads, "
-        f"{args.tokens} tokens per request, {CTX_PER_SEQ}-token context per sequence, {max(levels)} slots in each "
-        f"server; medians of {args.repeats} interleaved repeats; clients: the `openai` package streaming "
+        f"{args.tokens} tokens per request, {CTX_PER_SEQ}-token context per sequence, {max(levels)} slots in "
+        "edgellm serve and llama-server (llama-cpp-python's server has one, requests wait their turn); "
+        f"medians of {args.repeats} interleaved repeats; clients: the `openai` package streaming "
         "/v1/completions, one thread each, on the same machine.\n\n"
         + head + "\n" + "\n".join(rows) + "\n\nTime to first token of a request arriving while 3 others stream "
         "(target: within 2x of alone):\n\n" + ttft_lines + "\n"
