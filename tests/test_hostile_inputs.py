@@ -58,11 +58,7 @@ def crashers(default_model: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     return {name: make(default_model, root / f"{i}.gguf") for i, (name, (make, _)) in enumerate(CRASHERS.items())}
 
 
-# the runner dies as it should, but llama_log.last_error reports "(SIGABRT): call" instead of
-# llama.cpp's abort line ("what(): unordered_map::at", "binary_op: unsupported types ..."): the
-# lead's file, reported; strict, so these turn into failures to remove once it is fixed
-_LAST_LINE = pytest.mark.xfail(strict=True, reason="llama_log.last_error misses llama.cpp's abort line")
-RUNNER_CASES = [pytest.param(c, marks=_LAST_LINE) if c.startswith(("spm", "f16")) else c for c in CRASHERS]
+RUNNER_CASES = list(CRASHERS)
 
 
 @pytest.mark.parametrize("case", RUNNER_CASES)

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from edgellm.measure.evaluate import EvalPlan, EvalResult, chunk_progress, compare, perplexity, prepare_reference
+from edgellm.commands.options import THREADS, number, warn_threads
+from edgellm.errors import EdgeLLMError
+from edgellm.measure.evaluate import EvalPlan, EvalResult, isolated_eval
+from edgellm.models.gguf_file import inspect
 from edgellm.models.resolve import resolve_model
 
 
@@ -26,9 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="UTF-8 text to score, or bundled, bundled:en, bundled:zh (default: bundled English + Chinese)",
     )
-    p.add_argument("--ctx", type=int, default=512, metavar="N", help="tokens per chunk (default 512, as llama.cpp)")
-    p.add_argument("--chunks", type=int, default=None, metavar="N", help="score only the first N chunks")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: physical cores)")
+    p.add_argument("--ctx", type=number(int, 16), default=512, metavar="N",
+                   help="tokens per chunk (default 512, as llama.cpp)")
+    p.add_argument("--chunks", type=number(int, 1), default=None, metavar="N",
+                   help="score only the first N chunks (default: all)")
+    p.add_argument("--threads", type=THREADS, default=None, metavar="N", help="CPU threads (default: physical cores)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=run)
 
@@ -56,15 +62,30 @@ def report_lines(r: EvalResult) -> list[str]:
     return [f"{label:<18}{value}" for label, value in rows]
 
 
+VOCAB_KEYS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.merges",
+              "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id")  # fmt: skip
+
+
+def check_vocabularies(model: Path, ref: Path) -> None:
+    """Refuse two models whose headers already show different vocabularies, before the reference's
+    whole pass runs (the token-by-token check after it still catches subtler differences)."""
+    a, b = inspect(model).metadata, inspect(ref).metadata
+    differ = [key.removeprefix("tokenizer.ggml.") for key in VOCAB_KEYS if a.get(key) != b.get(key)]
+    if differ:
+        raise EdgeLLMError(
+            f"{model} and the reference {ref} have different vocabularies ({', '.join(differ)} differ): "
+            "KL divergence needs models with the same vocabulary (e.g. a quantization and its f16)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     plan = EvalPlan(text_spec=args.text, n_ctx=args.ctx, max_chunks=args.chunks, threads=args.threads)
     model = resolve_model(args.model)
-    progress = chunk_progress()
-    if args.ref:
-        with prepare_reference(plan, resolve_model(args.ref), progress) as ref:
-            result = compare(plan, model, ref, progress)
-    else:
-        result = perplexity(plan, model, progress)
+    warn_threads(args.threads)
+    ref = resolve_model(args.ref) if args.ref else None
+    if ref is not None:
+        check_vocabularies(model, ref)
+    result = isolated_eval(plan, model, ref)
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
     else:

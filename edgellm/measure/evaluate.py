@@ -18,14 +18,15 @@ import tempfile
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
 from edgellm.errors import EdgeLLMError
+from edgellm.runtime import isolated
 from edgellm.runtime.engine import Engine, LoadOptions
 
 BUNDLED = {"en": "eval_en.txt", "zh": "eval_zh.txt"}
@@ -35,12 +36,13 @@ KLD_PERCENTILES = (99.9, 99.0, 95.0, 90.0, 50.0, 10.0, 5.0, 1.0, 0.1)
 OnChunk = Callable[[str, int, int, int, float], None]
 
 
-def chunk_progress(out: TextIO | None = None) -> OnChunk:
+def chunk_progress(out: TextIO | None = None, tty: bool | None = None) -> OnChunk:
     """Progress of a scoring pass on ``out`` (stderr): chunks, tokens/s and ETA; redrawn in place
-    on a terminal, a line every 10 s otherwise (logs, CI)."""
+    on a terminal, a line every 10 s otherwise (logs, CI). ``tty`` overrides the check (a child
+    process writing through its parent's pipe to the parent's terminal)."""
     out = out or sys.stderr
     last = [0.0]
-    tty = out.isatty()
+    tty = out.isatty() if tty is None else tty
 
     def show(what: str, done: int, total: int, tokens: int, seconds: float) -> None:
         now = time.monotonic()
@@ -263,6 +265,18 @@ class EvalResult:
         data["delta_ppl_percent"] = asdict(delta) if delta else None
         return data
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EvalResult:
+        """Back from ``to_json`` (the scores come from a child process)."""
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        for name, value in values.items():
+            if name in _ESTIMATES and value is not None:
+                values[name] = Estimate(**value)
+        return cls(**values)
+
+
+_ESTIMATES = frozenset(f.name for f in fields(EvalResult) if "Estimate" in str(f.type))
+
 
 def add_perplexity(result: EvalResult, nll: np.ndarray) -> None:
     log_ppl = mean_and_error(nll)
@@ -365,6 +379,26 @@ def compare_loaded(engine: Engine, plan: EvalPlan, ref: Reference, on_chunk: OnC
             "KL divergence needs models with the same vocabulary"
         )
     return evaluate(engine, ref.chunks, ref, plan.text_spec, on_chunk)
+
+
+def isolated_eval(plan: EvalPlan, path: Path, ref_path: Path | None = None) -> EvalResult:
+    """`edgellm eval`'s work (the reference, then the model) in a child process: llama.cpp
+    crashing on either file is a one-line error, not the command's death. Progress shows as
+    the child goes."""
+    request = {"plan": asdict(plan), "model": str(path), "ref": str(ref_path) if ref_path else None,
+               "tty": sys.stderr.isatty()}
+    answer = isolated.run("edgellm.measure.evaluate:eval_job", request, path=path, what="evaluation")
+    return EvalResult.from_json(answer)
+
+
+def eval_job(request: dict[str, Any]) -> dict[str, object]:
+    """Child side of isolated_eval."""
+    plan, model = EvalPlan(**request["plan"]), Path(request["model"])
+    progress = chunk_progress(tty=request["tty"])
+    if request["ref"] is None:
+        return perplexity(plan, model, progress).to_json()
+    with prepare_reference(plan, Path(request["ref"]), progress) as ref:
+        return compare(plan, model, ref, progress).to_json()
 
 
 def perplexity(plan: EvalPlan, path: Path, on_chunk: OnChunk | None = None) -> EvalResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import re
 import sys
 import threading
 from collections.abc import Iterable
@@ -70,13 +71,23 @@ def _strip_prefixes(msg: str) -> str:
     return rest if sep and name.isidentifier() else msg
 
 
+# How llama.cpp's last words look on stderr, best first, and how to cut each down to its message:
+# an assertion, a C++ exception, ggml_abort's "file.cpp:123: message", then any error line.
+_LAST_WORDS: tuple[tuple[re.Pattern[str], int], ...] = (
+    (re.compile(r"GGML_ASSERT\((.*)\) failed"), 0),
+    (re.compile(r"what\(\):\s*(.*)"), 1),
+    (re.compile(r"^\S+\.(?:c|cc|cpp|h|cu|m):\d+: (.*)"), 1),
+    (re.compile(r".*\b(?:error|failed)\b.*", re.I), 0),
+)
+
+
 def last_error(lines: Iterable[str]) -> str:
-    """The assertion or error llama.cpp printed last in a log (a dead process's stderr), without
-    its source path: what to tell the user about why it died."""
+    """Why llama.cpp died, from the log it left (a dead process's stderr): the last assertion,
+    exception or abort message, without its source path; "" when it said nothing useful."""
     kept = [ln.strip() for ln in lines if ln.strip()]
-    for line in reversed(kept):
-        if "GGML_ASSERT" in line:
-            return line.rsplit(": ", 1)[-1]
-        if "error" in line.lower() or "failed" in line.lower() or "abort" in line.lower():
-            return _strip_prefixes(line)
-    return kept[-1] if kept else ""
+    for pattern, group in _LAST_WORDS:
+        for line in reversed(kept):
+            found = pattern.search(line)
+            if found:
+                return _strip_prefixes(found.group(group).strip())
+    return ""
