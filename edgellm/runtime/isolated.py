@@ -34,12 +34,15 @@ def run(target: str, request: dict[str, Any], *, path: Path | str, what: str = "
     )
     tail: collections.deque[str] = collections.deque(maxlen=200)
 
-    def forward() -> None:
-        for raw in proc.stderr:  # type: ignore[union-attr]
-            line = raw.decode("utf-8", errors="replace")
-            tail.append(line.rstrip("\n"))
-            sys.stderr.write(line)
+    def forward() -> None:  # as it comes, not by lines: progress redraws itself with \r
+        partial = ""
+        while chunk := proc.stderr.read1(1 << 14):  # type: ignore[union-attr]
+            text = chunk.decode("utf-8", errors="replace")
+            sys.stderr.write(text)
             sys.stderr.flush()
+            *lines, partial = (partial + text).split("\n")
+            tail.extend(lines)
+        tail.append(partial)
 
     reader = threading.Thread(target=forward, daemon=True)
     reader.start()
