@@ -119,6 +119,48 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
                    help="longest answer in tokens; -1 = until the context is full")
     g.add_argument("--seed", type=int, default=None, metavar="N",
                    help="random seed, for repeatable answers (default: random)")
+    add_speed_options(p)
+
+
+# -- speed: lookup decoding, saved KV caches (same answers, sooner) ------------------------------
+def add_speed_options(p: argparse.ArgumentParser) -> None:
+    """`--draft` (lookup decoding, edgellm.runtime.lookup) and `--cache-size` (closed chats' KV
+    caches on disk, edgellm.runtime.kv_store): they change how fast an answer comes, never what it says."""
+    from edgellm.runtime import kv_store, lookup
+
+    g = p.add_argument_group("speed (the answers stay the same)")
+    g.add_argument("--draft", type=_draft, default=lookup.DRAFT_AUTO, metavar="auto|off|N",
+                   help="lookup decoding: draft tokens the conversation already holds and verify them in one "
+                        "batch; auto (default) drafts where it measures a gain, N always up to N tokens")
+    g.add_argument("--cache-size", type=_size, default=kv_store.DEFAULT_LIMIT, metavar="SIZE",
+                   help="disk for closed chats' KV caches, so that reopening one is instant (e.g. 500MB, 8GB; "
+                        f"0 = off; default {kv_store.DEFAULT_LIMIT // 10**9}GB, least recently used dropped)")
+
+
+def _draft(text: str) -> int:
+    from edgellm.runtime.lookup import parse_draft
+
+    try:
+        return parse_draft(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--draft takes ")) from None
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def _size(text: str) -> int:
+    """A size in bytes: `4GB`, `500M`, `1.5GiB`, `0` (decimal units, as edgellm.units prints them)."""
+    number = text.strip().upper().rstrip("BIKMGT") or "?"
+    unit = text.strip().upper()[len(number):]
+    try:
+        value = float(number) * _SIZE_UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 500MB, 4GB, 0)") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 500MB, 4GB, 0)")
+    return int(value)
 
 
 def gpu_layers(value: str, model: Path | None = None, n_ctx: int | None = None, *, verbose: bool = False) -> int:
@@ -193,6 +235,7 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
         flash_attn={"auto": None, "on": True, "off": False}[args.flash_attn],
         verbose=bool(getattr(args, "log", False)) or args.verbose >= 2,  # llama.cpp's log: thousands of lines
         loras=lora_options(args),
+        cache_size=getattr(args, "cache_size", LoadOptions.cache_size),
     )
     if getattr(args, "rpc", None):
         return rpc_load_options(args, options, model)

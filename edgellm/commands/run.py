@@ -87,7 +87,9 @@ def print_stats(turn: RemoteTurn) -> None:
     print(
         f"prompt: {s.prompt_tokens} tokens ({s.cached_tokens} cached), {s.prompt_tps:.1f} tok/s | "
         f"generated: {s.generated_tokens} tokens, {s.generation_tps:.1f} tok/s | "
-        f"first token: {s.ttft_seconds * 1000:.0f} ms | stop: {s.stop_reason}",
+        f"first token: {s.ttft_seconds * 1000:.0f} ms | stop: {s.stop_reason}"
+        + (f" | restored from disk: {s.restored_tokens} tokens" if s.restored_tokens else "")
+        + (f" | drafts: {s.accepted_tokens}/{s.draft_tokens} kept ({s.acceptance_rate:.0%})" if s.draft_tokens else ""),
         file=sys.stderr,
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import ctypes
 import ctypes.util
+import functools
 import os
 import threading
 import time
@@ -23,7 +24,8 @@ import psutil
 
 from edgellm.errors import BadModelFile, ContextOverflow, EdgeLLMError
 from edgellm.models import chat_templates, gguf_file, store
-from edgellm.runtime import llama_log, planner, probe
+from edgellm.runtime import llama_log, lookup, planner, probe
+from edgellm.runtime.kv_store import DEFAULT_LIMIT, KVStore, key_digest
 
 # Architectures whose own tokenizers NFC-normalize input (llama.cpp does not).
 _NFC_ARCHITECTURES = frozenset({"qwen", "qwen2"})
@@ -77,6 +79,7 @@ class LoadOptions:
     # ggml graph callback (llama_context_params.cb_eval), e.g. the importance-matrix collector
     eval_callback: object | None = None
     rpc: tuple[str, ...] = ()  # llama.cpp RPC workers (HOST:PORT); n_gpu_layers then counts the layers they hold
+    cache_size: int = DEFAULT_LIMIT  # bytes of disk for closed chats' KV caches (edgellm.runtime.kv_store); 0: none
 
 
 @dataclass
@@ -89,6 +92,7 @@ class SamplingParams:
     repeat_last_n: int = 64
     max_tokens: int = 1024
     seed: int | None = None
+    draft: int = lookup.DRAFT_AUTO  # lookup decoding: DRAFT_AUTO, DRAFT_OFF or N tokens (edgellm.runtime.lookup)
 
 
 @dataclass
@@ -102,6 +106,13 @@ class TurnStats:
     generation_seconds: float = 0.0
     ttft_seconds: float = 0.0
     stop_reason: str = ""  # "stop" (end of turn), "length", "context", "cancelled"
+    restored_tokens: int = 0  # of the cached tokens, how many came from a KV cache saved on disk
+    draft_tokens: int = 0  # tokens drafted by lookup decoding / a draft model
+    accepted_tokens: int = 0  # of which the model kept
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
 
     @property
     def evaluated_prompt_tokens(self) -> int:
@@ -143,6 +154,7 @@ class Engine:
         self._lock = threading.Lock()
         self._cached: list[int] = []
         self._pieces: dict[int, bytes] = {}
+        self._batch_costs = lookup.BatchCosts()  # what a verified batch costs here (lookup decoding), kept across turns
         self.n_ctx = llama_cpp.llama_n_ctx(self._ctx)
         self.n_batch = llama_cpp.llama_n_batch(self._ctx)  # llama.cpp caps n_batch at n_ctx
         self.n_threads = self.options.n_threads or default_threads()
@@ -371,6 +383,74 @@ class Engine:
             llama_cpp.llama_batch_free(batch)
         return out
 
+    def _verify(self, batch: llama_cpp.llama_batch, tokens: list[int]) -> bool:
+        """Evaluate ``tokens`` (the pending token and its drafts) after the cached ones in one
+        ``llama_decode``, with logits for every position; False if cancelled (cache rolled back)."""
+        start = len(self._cached)
+        for k, token in enumerate(tokens):
+            batch.token[k], batch.pos[k], batch.n_seq_id[k] = token, start + k, 1
+            batch.seq_id[k][0], batch.logits[k] = 0, True
+        batch.n_tokens = len(tokens)
+        rc = llama_cpp.llama_decode(self._ctx, batch)
+        if rc != 0:
+            llama_cpp.llama_memory_seq_rm(self._memory, 0, start, -1)
+            if rc == 2 or self.cancelled:
+                return False
+            raise EdgeLLMError(f"llama.cpp failed to evaluate {len(tokens)} tokens (code {rc}); try a smaller --ctx")
+        self._cached.extend(tokens)
+        return True
+
+    def _truncate(self, n: int) -> None:
+        """Forget the cached tokens from position ``n`` on (drafts the model did not accept)."""
+        if n < len(self._cached):
+            llama_cpp.llama_memory_seq_rm(self._memory, 0, n, -1)
+            del self._cached[n:]
+
+    # -- saved KV caches (edgellm.runtime.kv_store) ---------------------------------------------
+    _UNKEYED_OPTIONS = frozenset({"n_threads", "probe", "verbose", "use_mmap", "cache_size"})  # cannot change a number
+
+    @functools.cached_property
+    def kv_store(self) -> KVStore | None:
+        """Where closed chats' KV caches go (save_state) and come back from (any turn whose prompt
+        starts with a saved prefix); None with ``cache_size`` 0. Assignable (tests, servers)."""
+        return KVStore(limit=self.options.cache_size) if self.options.cache_size > 0 else None
+
+    def state_key(self) -> bytes | None:
+        """The key of this context's KV cache on disk: the weights (file, size, mtime, LoRAs),
+        the load options that change a number, llama.cpp's build. None: not cacheable (a graph
+        callback watches evaluation)."""
+        if getattr(self.options, "eval_callback", None) is not None:
+            return None
+        opts = {k: v for k, v in vars(self.options).items() if k not in self._UNKEYED_OPTIONS}
+        files = [self.path, *(p for p, _ in self.options.loras)]
+        stats = [(str(Path(f).resolve()), st.st_size, st.st_mtime_ns) for f in files for st in [os.stat(f)]]
+        return key_digest({
+            "files": stats, "options": opts, "n_ctx": self.n_ctx, "n_batch": self.n_batch,
+            "llama_cpp": llama_cpp.__version__, "build": llama_cpp.llama_print_system_info().decode(),
+        })
+
+    def save_state(self) -> bool:
+        """Save the KV cache to ``kv_store`` (a chat being closed), keyed by the exact tokens it
+        holds; False if there is no store, too little to save, or the disk refused."""
+        key = self.state_key() if self.kv_store is not None else None
+        if key is None:
+            return False
+        with self._lock:
+            return self.kv_store.save(self._ctx, key, list(self._cached)) is not None
+
+    def _restore_state(self, tokens: list[int]) -> int:
+        """Load the longest saved prefix of ``tokens`` from ``kv_store`` if it beats the tokens
+        already cached by enough to pay for reading it; its length, or 0."""
+        key = self.state_key() if self.kv_store is not None else None
+        if key is None:
+            return 0
+        common = min(len(self._cached), len(tokens))
+        reusable = next((i for i in range(common) if self._cached[i] != tokens[i]), common)
+        n = self.kv_store.restore(self._ctx, key, tokens[: len(tokens) - 1], reusable + self.kv_store.min_tokens)
+        if n or llama_cpp.llama_memory_seq_pos_max(self._memory, 0) < 0:  # loaded, or a failed load emptied it
+            self._cached[:] = tokens[:n]
+        return n
+
     def _reuse_prefix(self, tokens: list[int]) -> int:
         """Keep the cached tokens shared with ``tokens`` (at least one left to evaluate)."""
         n = 0
@@ -437,6 +517,7 @@ class Turn:
         eng, stats = self.engine, self.stats
         with eng._lock:
             t0 = time.perf_counter()
+            stats.restored_tokens = eng._restore_state(self.prompt)
             stats.cached_tokens = eng._reuse_prefix(self.prompt)
             if not eng._decode(self.prompt[stats.cached_tokens :]):
                 stats.prompt_seconds = time.perf_counter() - t0
@@ -451,13 +532,15 @@ class Turn:
         sampler = eng._sampler(params)
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         limit = params.max_tokens if params.max_tokens > 0 else eng.n_ctx
+        drafter = lookup.LookupDrafter(min(params.draft, lookup.MAX_DRAFT), eng._batch_costs)
+        drafter.extend(self.prompt)
+        batch = llama_cpp.llama_batch_init(lookup.MAX_DRAFT + 1, 0, 1)
         stop = "length"
         try:
-            while len(self.tokens) < limit:
-                if eng.cancelled:
+            for token in self._sampled(sampler, batch, drafter, limit):
+                if token is None:
                     stop = "cancelled"
                     break
-                token = llama_cpp.llama_sampler_sample(sampler, eng._ctx, -1)
                 if eng.is_end_of_turn(token):
                     stop = "stop"
                     break
@@ -468,10 +551,12 @@ class Turn:
                         stats.ttft_seconds = time.perf_counter() - t0
                     self._parts.append(text)
                     yield text
-                if len(eng._cached) + 1 >= eng.n_ctx:
+                if len(self.prompt) + len(self.tokens) >= eng.n_ctx:
                     stop = "context"
                     break
-                if len(self.tokens) < limit and not eng._decode([token]):
+                if len(self.tokens) >= limit:
+                    break
+                if eng.cancelled:
                     stop = "cancelled"
                     break
             tail = utf8.decode(b"", final=True)
@@ -479,7 +564,38 @@ class Turn:
                 self._parts.append(tail)
                 yield tail
         finally:
+            llama_cpp.llama_batch_free(batch)
             llama_cpp.llama_sampler_free(sampler)
             stats.generated_tokens = len(self.tokens)
             stats.generation_seconds = time.perf_counter() - t1
             stats.stop_reason = stats.stop_reason or stop
+            stats.draft_tokens, stats.accepted_tokens = drafter.drafted, drafter.accepted
+
+    def _sampled(
+        self, sampler: ctypes.c_void_p, batch: llama_cpp.llama_batch, drafter: lookup.LookupDrafter, limit: int
+    ) -> Iterator[int | None]:
+        """The answer's tokens, one per step of the caller (which stops when it has enough): the
+        first from the prompt's logits, then each step evaluates the pending token plus the drafts
+        and yields what `lookup.accept` keeps. None: cancelled."""
+        eng = self.engine
+        token = llama_cpp.llama_sampler_sample(sampler, eng._ctx, -1)
+        produced = 0
+        while True:
+            yield token
+            produced += 1
+            drafter.extend([token])
+            room = min(limit - produced - 1, eng.n_ctx - len(eng._cached) - 2)
+            drafts = drafter.draft(room)
+            start, began = len(eng._cached), time.perf_counter()
+            if not eng._verify(batch, [token, *drafts]):
+                yield None
+                return
+            kept = lookup.accept(drafts, lambda i: llama_cpp.llama_sampler_sample(sampler, eng._ctx, i))
+            eng._batch_costs.record(len(drafts) + 1, time.perf_counter() - began)
+            drafter.result(len(drafts), len(kept) - 1)
+            eng._truncate(start + len(kept))  # the pending token and the accepted drafts stay cached
+            for token in kept[:-1]:
+                yield token
+                produced += 1
+            drafter.extend(kept[:-1])
+            token = kept[-1]

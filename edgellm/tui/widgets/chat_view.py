@@ -52,6 +52,7 @@ def turn_stats(answer: Answer) -> dict[str, object]:
             prompt_tps=round(s.prompt_tps, 2),
             generation_tps=round(s.generation_tps, 2),
             ttft_seconds=round(s.ttft_seconds, 4),
+            acceptance_rate=round(s.acceptance_rate, 3),
             stop_reason=s.stop_reason,
         )
     return data
@@ -236,6 +237,7 @@ class ChatView(Vertical):
         st.prompt_tps = float(stats.get("prompt_tps", 0.0) or 0.0)  # type: ignore[arg-type]
         st.generation_tps = float(stats.get("generation_tps", 0.0) or 0.0)  # type: ignore[arg-type]
         st.ttft_seconds = float(stats.get("ttft_seconds", 0.0) or 0.0)  # type: ignore[arg-type]
+        st.acceptance = float(stats.get("acceptance_rate", 0.0) or 0.0)  # type: ignore[arg-type]
         used = int(stats.get("prompt_tokens", 0) or 0) + int(stats.get("generated_tokens", 0) or 0)  # type: ignore[call-overload]
         st.context_used = used
         st.rss_bytes = self.app.memory_in_use()

@@ -20,6 +20,7 @@ class Status:
     prompt_tps: float = 0.0
     generation_tps: float = 0.0
     ttft_seconds: float = 0.0
+    acceptance: float = 0.0  # share of the last answer's lookup-decoding drafts the model kept
     context_used: int = 0
     context_size: int = 0
     rss_bytes: int = 0
@@ -37,6 +38,8 @@ class Status:
             parts.append((7, f"gen {self.generation_tps:.1f} tok/s"))
         if self.ttft_seconds:
             parts.append((1, f"TTFT {self.ttft_seconds * 1000:.0f} ms"))
+        if self.acceptance:
+            parts.append((1, f"drafts {self.acceptance:.0%} kept"))
         if self.context_size:
             parts.append((6, f"ctx {self.context_used}/{self.context_size}"))
         if self.rss_bytes:

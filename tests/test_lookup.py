@@ -1,0 +1,181 @@
+"""Lookup decoding (edgellm.runtime.lookup): the drafts change how many positions one llama_decode
+evaluates, never which tokens come out. Real llama.cpp on the default model and on a larger copy
+of it (its weights dequantized to F16 by llama.cpp: 2.5x the bytes, other matmul kernels)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgellm.runtime import lookup
+from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
+
+CODE = '''def mean(values):
+    total = 0
+    for v in values:
+        total += v
+    return total / len(values)
+
+
+def variance(values):
+    m = mean(values)
+    total = 0
+    for v in values:
+        total += (v - m) ** 2
+    return total / len(values)
+'''
+PARAGRAPH = (
+    "The library opens at nine in the morning and closes at six in the evening. Visitors can borrow "
+    "up to five books at a time, and each book may be kept for three weeks. Late returns cost ten "
+    "cents per day. The reading room on the second floor is quiet and has free wifi."
+)
+PROMPTS = {
+    "code": f"Return this code with `total` renamed to `acc`, nothing else:\n\n{CODE}",
+    "quote": f"Repeat this paragraph exactly, then fix any mistake in it:\n\n{PARAGRAPH}",
+    "free": "Write a short story about a robot who learns to paint.",
+}
+
+
+@pytest.fixture(scope="module")
+def f16_engine(default_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    from bench.bench_gpu_precision import rewritten
+
+    path = rewritten(default_model, "F16", tmp_path_factory.mktemp("f16"))
+    with Engine(path, LoadOptions(n_ctx=2048, probe=False)) as eng:
+        yield eng
+
+
+def answer(engine: Engine, prompt: str, **params: object) -> tuple[list[int], object]:
+    engine.reset()
+    turn = engine.chat([{"role": "user", "content": prompt}], SamplingParams(**params))  # type: ignore[arg-type]
+    turn.result()
+    return turn.tokens, turn.stats
+
+
+# -- the pure parts ------------------------------------------------------------------------------
+def test_accept_keeps_drafts_while_they_equal_the_sampled_tokens() -> None:
+    rows = [5, 6, 9, 8]  # what the sampler draws at rows 0..3
+    asked: list[int] = []
+
+    def sample(i: int) -> int:
+        asked.append(i)
+        return rows[i]
+
+    assert lookup.accept([5, 6, 7], sample) == [5, 6, 9]  # the third draft differs: the sampled 9 ends it
+    assert asked == [0, 1, 2]  # row 3 (after a rejected draft) is never sampled: no random draw wasted
+    asked.clear()
+    assert lookup.accept([5, 6, 9], sample) == [5, 6, 9, 8]  # all accepted, plus the row after the last
+    assert lookup.accept([], sample) == [5]  # no drafts: plain decoding
+
+
+def test_drafter_proposes_what_followed_the_longest_recent_match() -> None:
+    d = lookup.LookupDrafter(setting=4)
+    d.extend([1, 2, 3, 4, 5, 6, 9, 3, 4, 7, 8, 2, 3, 4])
+    # [2, 3, 4] occurred at 1..3 (then 5, 6) and [3, 4] more recently at 7..8 (then 7): the longer match wins
+    assert d.draft(room=3) == [5, 6, 9]
+    assert d.draft(room=0) == []
+    d.extend([10])  # [.., 4, 10] never seen: nothing to draft
+    assert d.draft(room=4) == []
+    off = lookup.LookupDrafter(setting=lookup.DRAFT_OFF)
+    off.extend([1, 2, 3, 1, 2])
+    assert off.draft(room=4) == []
+
+
+def test_auto_drafts_only_where_it_pays() -> None:
+    assert lookup.best_length(a=0.3, rho=0.8, limit=16) == 0  # free writing on a small model: plain decoding
+    assert lookup.best_length(a=0.99, rho=0.8, limit=16) >= 4  # copying: several tokens per batch
+    assert lookup.best_length(a=0.99, rho=0.05, limit=16) == 16  # ... as many as allowed where batches are cheap
+    assert 1 <= lookup.best_length(a=0.9, rho=0.1, limit=16) < 16  # cheap batches (memory-bound model)
+    assert lookup.best_length(a=0.99, rho=0.8, limit=0) == 0
+    assert lookup.expected_tokens(0.5, 2) == pytest.approx(1.75)
+    costs = lookup.BatchCosts()
+    costs.record(1, 0.010)
+    for _ in range(100):
+        costs.record(5, 0.014)  # a 5-token batch at 1.4x one token: rho -> 0.1
+    assert costs.rho == pytest.approx(0.1, abs=0.01)
+
+
+def test_parse_draft() -> None:
+    assert (lookup.parse_draft("auto"), lookup.parse_draft("off"), lookup.parse_draft("7")) == (-1, 0, 7)
+    for bad in ("-3", "many", str(lookup.MAX_DRAFT + 1)):
+        with pytest.raises(ValueError, match="--draft takes"):
+            lookup.parse_draft(bad)
+
+
+# -- on llama.cpp ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["default", "f16"])
+def test_batch_rows_are_the_logits_of_one_token_steps(engine: Engine, f16_engine: Engine, model: str) -> None:
+    """What exactness rests on: row i of a verified batch holds, bit for bit, the logits that
+    evaluating the same tokens one at a time gives at that position."""
+    eng = engine if model == "default" else f16_engine
+    prompt = eng.prompt_tokens([{"role": "user", "content": PROMPTS["code"]}])
+    follow = eng.tokenize(CODE, add_special=False)[:9]
+    eng.reset()
+    eng.logits(prompt, first=len(prompt))
+    one_by_one = np.concatenate([eng.logits([t]) for t in follow])
+    eng.reset()
+    eng.logits(prompt, first=len(prompt))
+    batched = eng.logits(follow)
+    assert np.array_equal(batched, one_by_one)
+
+
+@pytest.mark.parametrize("prompt", list(PROMPTS))
+@pytest.mark.parametrize("model", ["default", "f16"])
+def test_greedy_answer_identical_with_lookup(engine: Engine, f16_engine: Engine, model: str, prompt: str) -> None:
+    eng = engine if model == "default" else f16_engine
+    plain, plain_stats = answer(eng, PROMPTS[prompt], temperature=0, max_tokens=96, draft=lookup.DRAFT_OFF)
+    assert plain_stats.draft_tokens == 0
+    for draft in (8, lookup.DRAFT_AUTO):
+        tokens, stats = answer(eng, PROMPTS[prompt], temperature=0, max_tokens=96, draft=draft)
+        assert tokens == plain, f"draft={draft}"
+        assert stats.stop_reason == plain_stats.stop_reason
+        if draft == 8 and prompt != "free":
+            assert stats.accepted_tokens > 0  # the drafts were used: this compared something
+            assert 0 < stats.acceptance_rate <= 1
+
+
+def test_sampled_answer_identical_with_lookup(engine: Engine) -> None:
+    """Same seed, same tokens: each kept token is the sampler's own draw, in plain decoding's order
+    (repeat penalty included), so the distribution cannot differ."""
+    params = dict(temperature=0.9, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1, seed=1234, max_tokens=80)
+    plain, _ = answer(engine, PROMPTS["quote"], draft=lookup.DRAFT_OFF, **params)
+    drafted, stats = answer(engine, PROMPTS["quote"], draft=8, **params)
+    assert drafted == plain
+    assert stats.accepted_tokens > 0
+    other_seed, _ = answer(engine, PROMPTS["quote"], draft=lookup.DRAFT_OFF, **{**params, "seed": 99})
+    assert other_seed != plain  # the seed matters: the comparison above is not trivially true
+
+
+def test_limits_stop_where_plain_decoding_stops(default_model: Path) -> None:
+    """Drafts never run past the context or max_tokens: same tokens, same stop reason."""
+    with Engine(default_model, LoadOptions(n_ctx=256, probe=False)) as eng:
+        text = "Repeat this exactly: " + " ".join(["one two three four five"] * 30)
+        n_prompt = len(eng.prompt_tokens([{"role": "user", "content": text}]))
+        assert 150 < n_prompt < 240
+        for max_tokens in (7, 0):  # 0: until the context is full
+            plain, plain_stats = answer(eng, text, temperature=0, max_tokens=max_tokens, draft=lookup.DRAFT_OFF)
+            drafted, stats = answer(eng, text, temperature=0, max_tokens=max_tokens, draft=16)
+            assert drafted == plain
+            assert stats.stop_reason == plain_stats.stop_reason
+            assert stats.accepted_tokens > 0
+        assert plain_stats.stop_reason == "context" and n_prompt + len(plain) == eng.n_ctx
+
+
+def test_cache_after_a_lookup_turn_holds_only_accepted_tokens(engine: Engine) -> None:
+    """Rejected drafts are rolled back: a second turn that reuses the cache answers as after a reset."""
+    first = [{"role": "user", "content": PROMPTS["code"]}]
+    engine.reset()
+    turn = engine.chat(first, SamplingParams(temperature=0, max_tokens=48, draft=8))
+    reply = turn.result()
+    assert turn.stats.draft_tokens > turn.stats.accepted_tokens > 0  # some drafts were rejected, some kept
+    full = engine.prompt_tokens(first) + turn.tokens
+    assert len(engine._cached) <= len(full) and engine._cached == full[: len(engine._cached)]
+    second = [*first, {"role": "assistant", "content": reply}, {"role": "user", "content": "Now rename it back."}]
+    turn = engine.chat(second, SamplingParams(temperature=0, max_tokens=48, draft=8))
+    reused = turn.result()
+    assert turn.stats.cached_tokens > len(engine.prompt_tokens(first)) // 2
+    engine.reset()
+    assert engine.chat(second, SamplingParams(temperature=0, max_tokens=48, draft=lookup.DRAFT_OFF)).result() == reused
