@@ -91,20 +91,20 @@ def test_prefix_is_copied_from_a_running_sequence(default_model: Path, batch: Ba
 
 
 def test_long_prompt_is_interleaved_with_a_running_stream(batch: BatchEngine) -> None:
-    """While a 600-token prompt is read 32 tokens per step, the running stream gets a token at
+    """While a 300-token prompt is read 32 tokens per step, the running stream gets a token at
     every step: it never waits for the whole prompt."""
     a = submit(batch, "Count from 1 to 50.", ENDLESS)
     a.first_piece()
     t_submit = time.perf_counter()
-    b = submit(batch, "Summarize: " + "the cat sat on the mat. " * 80, GREEDY)
+    b = submit(batch, "Summarize: " + "the cat sat on the mat. " * 40, GREEDY)
     b.first_piece()
     t_first = b.pieces[0][0]
     during = [t for t, _ in a.pieces if t_submit < t < t_first]
-    steps = (b.done.get("prompt_tokens") or 600) // batch.chunk
-    assert len(during) >= 0.8 * steps, (len(during), steps)
     batch.cancel(a.key)
     a.wait()
     b.wait()
+    steps = b.done["prompt_tokens"] // batch.chunk  # B's prompt took this many steps at least
+    assert steps >= 8 and len(during) >= steps - 1, (len(during), steps)
 
 
 def test_cancel_ends_a_request_at_the_next_step(batch: BatchEngine) -> None:
