@@ -63,8 +63,8 @@ def chunk_tokens(tokens: list[int], n_ctx: int, max_chunks: int | None, bos: int
 def compute(model: Path, plan: Plan, on_chunk: OnChunk | None = None) -> Imatrix:
     """The importance matrix of the float GGUF ``model`` over ``plan``'s text."""
     collector = Collector(process_output=plan.process_output)
-    options = LoadOptions(n_ctx=plan.n_ctx, n_batch=plan.n_ctx, n_threads=plan.threads, flash_attn=None,
-                          eval_callback=collector.callback)  # fmt: skip
+    callback = collector.callback
+    options = LoadOptions(n_ctx=plan.n_ctx, n_batch=plan.n_ctx, n_threads=plan.threads, eval_callback=callback)
     with Engine(model, options) as engine:
         text = unicodedata.normalize("NFC", plan.text) if engine.normalize_nfc else plan.text
         tokens = engine.tokenize(text, add_special=True, parse_special=False)

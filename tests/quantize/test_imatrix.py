@@ -376,6 +376,18 @@ def test_report_scores_each_type_with_and_without_the_matrix(tiny, tiny_matrix, 
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".gguf", ".gguf", ".png"]  # scratch files gone
 
 
+def test_a_checkpoint_folder_is_weighted_by_a_matrix_of_its_float_intermediate(models, tmp_path) -> None:  # noqa: ANN001
+    """From a model folder: the matrix is computed on the f16 written for quantizing (then deleted),
+    saved under the outputs' name with IMATRIX for the type."""
+    out = run(models("llama2-chat").folder, "q4_k_m", outdir=tmp_path, progress=False,
+              imatrix=ImatrixRequest(calibration="bundled:en", chunks=1))  # fmt: skip
+    saved = out[0].path.name.replace("-Q4_K_M.gguf", "-IMATRIX.gguf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([saved, out[0].path.name])
+    matrix = files.read(tmp_path / saved)
+    assert matrix.chunk_count == 1 and len(matrix.entries) == 2 * 7
+    assert gguf_fields(out[0].path)["quantize.imatrix.file"] == saved
+
+
 def test_imatrix_command_and_refusals(tiny: tuple[Path, Path], tmp_path: Path, capsys) -> None:  # noqa: ANN001
     text = tmp_path / "calib.txt"
     text.write_text((DATA / "calibration_en.txt").read_text(encoding="utf-8"), encoding="utf-8")
