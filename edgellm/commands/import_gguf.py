@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edgellm.commands.leftovers import sweep_store
 from edgellm.errors import EdgeLLMError
-from edgellm.models import gguf_file
+from edgellm.models import gguf_file, identity
 from edgellm.models.registry import FILE_TYPES
 from edgellm.models.store import Ref, Store, parse_ref
 from edgellm.units import human_bytes
@@ -31,10 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def name_from_file(path: Path) -> str:
     """`Qwen2.5-0.5B-Instruct-Q4_K_M.gguf` -> `qwen2.5-0.5b-instruct`: the type suffix (after `.` or
     `-`) dropped, lowercased, anything else than letters, digits, `.`, `_`, `-` made `-`."""
-    stem = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.stem
-    for qtype in sorted(FILE_TYPES, key=len, reverse=True):
-        stem = re.sub(rf"[.\-_]{re.escape(qtype)}$", "", stem, flags=re.IGNORECASE)
-    name = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip(".-_")
+    name = re.sub(r"[^a-z0-9._-]+", "-", identity.file_title(path).lower()).strip(".-_")
     return re.sub(r"\.{2,}", ".", name) or "model"
 
 

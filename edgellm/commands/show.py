@@ -7,6 +7,7 @@ import json
 
 from edgellm.commands.options import GPU_LAYERS_HELP, add_rpc_option, gpu_layers, warn_gpu_layers, worker_split
 from edgellm.models.gguf_file import GGUFInfo, inspect
+from edgellm.models.identity import default_system
 from edgellm.models.resolve import resolve_model
 from edgellm.runtime import backends
 from edgellm.runtime.hardware import gpu_offload_supported
@@ -36,6 +37,7 @@ def describe(info: GGUFInfo, processor: str) -> list[tuple[str, str]]:
         ("heads", f"{info.head_count} (kv {info.head_count_kv})"),
         ("embedding", str(info.embedding_length)),
         ("vocabulary", str(info.vocab_size)),
+        ("system prompt", default_system(info.path) or "(the chat template's own, if any)"),
         ("processor", processor),
         ("path", str(info.path)),
     ]
@@ -55,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
         where = {"placement": [{"holder": h.name, "layers": list(h.layers), "output": h.output,
                                 "weights": h.weights, "kv_cache": h.kv_cache, "compute": h.compute, "offered": h.free}
                                for h in split.holders]} if split else {}  # fmt: skip
-        print(json.dumps({**info.to_json(), "gpu_layers": layers, "processor": processor, **where},
-                         ensure_ascii=False, indent=2))
+        print(json.dumps({**info.to_json(), "system": default_system(path), "gpu_layers": layers,
+                          "processor": processor, **where}, ensure_ascii=False, indent=2))
         return 0
     rows = describe(info, processor)
     if split is not None:

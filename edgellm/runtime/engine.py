@@ -20,12 +20,11 @@ from pathlib import Path
 
 import llama_cpp
 import numpy as np
-import psutil
 
 from edgellm.errors import BadModelFile, ContextOverflow, EdgeLLMError
-from edgellm.models import chat_templates, gguf_file, store
-from edgellm.runtime import llama_log, lookup, planner, probe
-from edgellm.runtime.kv_store import DEFAULT_LIMIT, KVStore, key_digest
+from edgellm.models import chat_templates, gguf_file, identity, store
+from edgellm.runtime import llama_log, lookup, planner, probe, threads
+from edgellm.runtime.kv_store import KVStore, key_digest
 
 # Architectures whose own tokenizers NFC-normalize input (llama.cpp does not).
 _NFC_ARCHITECTURES = frozenset({"qwen", "qwen2"})
@@ -36,8 +35,8 @@ _backend_done = False
 
 
 def default_threads() -> int:
-    """Physical cores: hyper-threads only fight over the same memory bandwidth."""
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    """edgellm.runtime.threads decides (one per physical core, waiting passively)."""
+    return threads.default_threads()
 
 
 def _init_backend(verbose: bool) -> None:
@@ -79,7 +78,7 @@ class LoadOptions:
     # ggml graph callback (llama_context_params.cb_eval), e.g. the importance-matrix collector
     eval_callback: object | None = None
     rpc: tuple[str, ...] = ()  # llama.cpp RPC workers (HOST:PORT); n_gpu_layers then counts the layers they hold
-    cache_size: int = DEFAULT_LIMIT  # bytes of disk for closed chats' KV caches (edgellm.runtime.kv_store); 0: none
+    cache_size: int = 0  # bytes of disk for closed chats' KV caches (edgellm.runtime.kv_store; run/chat: 4 GB); 0: none
 
 
 @dataclass
@@ -88,7 +87,7 @@ class SamplingParams:
     top_k: int = 40
     top_p: float = 0.95
     min_p: float = 0.05
-    repeat_penalty: float = 1.0
+    repeat_penalty: float = 1.1  # as Ollama: 1.0 let the default model loop on a sentence (tests/test_repetition.py)
     repeat_last_n: int = 64
     max_tokens: int = 1024
     seed: int | None = None
@@ -159,6 +158,7 @@ class Engine:
         self.n_batch = llama_cpp.llama_n_batch(self._ctx)  # llama.cpp caps n_batch at n_ctx
         self.n_threads = self.options.n_threads or default_threads()
         self.template = self.info.chat_template or store.chat_template_for(self.path) or _FALLBACK_TEMPLATE
+        self.system = identity.default_system(self.path)  # the registry's, for conversations that give none
         self.bos_token = self._special_text(llama_cpp.llama_vocab_bos(self._vocab))
         self.eos_token = self._special_text(llama_cpp.llama_vocab_eos(self._vocab))
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
@@ -279,7 +279,10 @@ class Engine:
 
     # -- prompts -------------------------------------------------------------------------------
     def prepare(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
-        """Messages as the model's own tokenizer would see them (NFC for Qwen)."""
+        """Messages as the model sees them: the registry's system prompt first where the conversation
+        has none (as Ollama sends a Modelfile's SYSTEM), NFC-normalized for Qwen."""
+        if self.system and not (messages and messages[0]["role"] == "system"):
+            messages = [{"role": "system", "content": self.system}, *messages]
         if not self.normalize_nfc:
             return messages
         return [{**m, "content": unicodedata.normalize("NFC", m["content"])} for m in messages]
@@ -415,10 +418,11 @@ class Engine:
         starts with a saved prefix); None with ``cache_size`` 0. Assignable (tests, servers)."""
         return KVStore(limit=self.options.cache_size) if self.options.cache_size > 0 else None
 
+    @functools.cached_property
     def state_key(self) -> bytes | None:
-        """The key of this context's KV cache on disk: the weights (file, size, mtime, LoRAs),
-        the load options that change a number, llama.cpp's build. None: not cacheable (a graph
-        callback watches evaluation)."""
+        """The key of this context's KV cache on disk: the weights as loaded (file, size, mtime,
+        LoRAs), the load options that change a number, llama.cpp's build. None: not cacheable (a
+        graph callback watches evaluation)."""
         if getattr(self.options, "eval_callback", None) is not None:
             return None
         opts = {k: v for k, v in vars(self.options).items() if k not in self._UNKEYED_OPTIONS}
@@ -432,21 +436,27 @@ class Engine:
     def save_state(self) -> bool:
         """Save the KV cache to ``kv_store`` (a chat being closed), keyed by the exact tokens it
         holds; False if there is no store, too little to save, or the disk refused."""
-        key = self.state_key() if self.kv_store is not None else None
-        if key is None:
-            return False
         with self._lock:
-            return self.kv_store.save(self._ctx, key, list(self._cached)) is not None
+            return self._save_state()
+
+    def _save_state(self) -> bool:
+        if self.kv_store is None or self.state_key is None:
+            return False
+        return self.kv_store.save(self._ctx, self.state_key, list(self._cached)) is not None
 
     def _restore_state(self, tokens: list[int]) -> int:
-        """Load the longest saved prefix of ``tokens`` from ``kv_store`` if it beats the tokens
-        already cached by enough to pay for reading it; its length, or 0."""
-        key = self.state_key() if self.kv_store is not None else None
-        if key is None:
+        """Before a turn: a cache holding another conversation (less than half of it shared with
+        ``tokens``: the chat was switched) is saved first; then the saved state sharing the longest
+        prefix with ``tokens`` is loaded if it beats what is cached by enough to pay for reading
+        it. Returns the tokens loaded, 0 for none."""
+        if self.kv_store is None or self.state_key is None:
             return 0
         common = min(len(self._cached), len(tokens))
         reusable = next((i for i in range(common) if self._cached[i] != tokens[i]), common)
-        n = self.kv_store.restore(self._ctx, key, tokens[: len(tokens) - 1], reusable + self.kv_store.min_tokens)
+        if reusable < len(self._cached) // 2:
+            self._save_state()
+        gain = reusable + self.kv_store.min_tokens
+        n = self.kv_store.restore(self._ctx, self.state_key, tokens[: len(tokens) - 1], gain)
         if n or llama_cpp.llama_memory_seq_pos_max(self._memory, 0) < 0:  # loaded, or a failed load emptied it
             self._cached[:] = tokens[:n]
         return n
