@@ -155,9 +155,10 @@ def test_limits_stop_where_plain_decoding_stops(default_model: Path) -> None:
         text = "Repeat this exactly: " + " ".join(["one two three four five"] * 30)
         n_prompt = len(eng.prompt_tokens([{"role": "user", "content": text}]))
         assert 150 < n_prompt < 240
-        for max_tokens in (7, 0):  # 0: until the context is full
-            plain, plain_stats = answer(eng, text, temperature=0, max_tokens=max_tokens, draft=lookup.DRAFT_OFF)
-            drafted, stats = answer(eng, text, temperature=0, max_tokens=max_tokens, draft=16)
+        for max_tokens in (7, 0):  # 0: until the context is full (no repeat penalty: the model keeps repeating)
+            greedy = dict(temperature=0, repeat_penalty=1.0, max_tokens=max_tokens)
+            plain, plain_stats = answer(eng, text, **greedy, draft=lookup.DRAFT_OFF)
+            drafted, stats = answer(eng, text, **greedy, draft=16)
             assert drafted == plain
             assert stats.stop_reason == plain_stats.stop_reason
             assert stats.accepted_tokens > 0
