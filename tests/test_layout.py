@@ -129,6 +129,20 @@ def test_no_cycle_between_sibling_packages() -> None:
     assert not cycles, f"import cycles: {cycles} ({[EDGES[(c[0], c[1])] for c in cycles]})"
 
 
+def test_the_product_never_imports_benches_or_tests() -> None:
+    found = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            found += [f"{module} -> {n}" for n in names if n.partition(".")[0] in ("bench", "tests")]
+    assert not found, found
+
+
 @pytest.mark.parametrize("pair", list(TO_FIX))
 def test_known_breaches_still_exist(pair: tuple[str, str]) -> None:
     """When one is fixed, delete it from TO_FIX (and from docs/architecture.md's list)."""
