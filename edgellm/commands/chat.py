@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if model is not None:
         inspect(resolve_model(model))  # a bad MODEL is a one-line error before the screen opens
         if looks_like_path(model):  # chats remember files by absolute path
-            model = str(Path(model).expanduser().resolve())
+            model = str(Path(model).expanduser().absolute())  # not resolved: a symlink keeps its name
     store = SessionStore(args.db)
     try:
         planned = model

@@ -14,11 +14,12 @@ from textual.widgets import DataTable, Input, Label
 
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.model_choices import ModelChoice, model_choices
+from edgellm.tui.screens.model_files import DownloadScreen, OpenFileScreen
 from edgellm.units import human_bytes
 
 
 class ModelPicker(ModalScreen[str | None]):
-    BINDINGS = [Binding("escape", "dismiss", "Cancel")]
+    BINDINGS = [Binding("escape", "dismiss", "Cancel"), Binding("ctrl+o", "open_file", "Open file")]
 
     def __init__(self, current: str, settings: ChatSettings) -> None:
         super().__init__(classes="dialog")
@@ -32,7 +33,8 @@ class ModelPicker(ModalScreen[str | None]):
             yield Label("Choose the model of this chat (size and memory for its context size)", classes="dialog-title")
             yield Input(placeholder="type to filter", id="filter", select_on_focus=False)
             yield DataTable(cursor_type="row", zebra_stripes=True, id="models")
-            yield Label("Enter chooses · Esc cancels", classes="hint", id="picker-note")
+            yield Label("Enter chooses (a model not here is downloaded) · Ctrl+O opens a .gguf file · Esc cancels",
+                        classes="hint", id="picker-note")
 
     async def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -84,9 +86,17 @@ class ModelPicker(ModalScreen[str | None]):
     def _chosen(self, event: DataTable.RowSelected) -> None:
         self._choose(next(c for c in self.choices if c.ref == event.row_key.value))
 
+    def _dismiss_with(self, model: str | None) -> None:
+        """A downloaded or opened model becomes the chat's; nothing (stopped, cancelled) keeps the picker."""
+        if model:
+            self.dismiss(model)
+
+    def action_open_file(self) -> None:
+        self.app.push_screen(OpenFileScreen(), self._dismiss_with)
+
     def _choose(self, choice: ModelChoice) -> None:
-        if not choice.local:
-            self.notify(f"{choice.name} is not downloaded: run `{choice.note}` first", severity="warning")
+        if not choice.local:  # download it (with progress), then it is the chat's model
+            self.app.push_screen(DownloadScreen(choice), self._dismiss_with)
             return
         if choice.fits is False:
             self.notify(f"{choice.name} may not fit: {choice.note}", severity="warning")
