@@ -35,7 +35,7 @@ _backend_done = False
 
 
 def default_threads() -> int:
-    """edgellm.runtime.threads decides (one per physical core, waiting passively)."""
+    """The most threads a context gets (edgellm.runtime.threads lowers it while cores are taken)."""
     return threads.default_threads()
 
 
@@ -210,6 +210,8 @@ class Engine:
         ctx = llama_cpp.llama_init_from_model(self._model, params)
         if not ctx:
             raise self._refusal(f"create a {params.n_ctx}-token context (try a smaller --ctx)", marker)
+        if opts.n_threads is None and params.n_threads > 1 and threads.adaptive():  # fewer while cores are taken
+            self._governor = threads.Governor(ctx, params.n_threads)
         return ctx
 
     def _apply_loras(self) -> list[ctypes.c_void_p]:
@@ -231,6 +233,9 @@ class Engine:
 
     def close(self) -> None:
         """Free llama.cpp's memory now rather than at garbage collection."""
+        if getattr(self, "_governor", None):
+            self._governor.stop()  # it sets the context's thread count: before the context goes
+            self._governor = None
         if getattr(self, "_ctx", None):
             llama_cpp.llama_free(self._ctx)
             self._ctx = None
