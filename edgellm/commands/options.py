@@ -79,7 +79,8 @@ def add_ctx_option(p: argparse.ArgumentParser | argparse._ArgumentGroup, what: s
 def add_load_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("loading")
     add_ctx_option(g)
-    g.add_argument("--threads", type=THREADS, default=None, metavar="N", help="CPU threads (default: physical cores)")
+    g.add_argument("--threads", type=THREADS, default=None, metavar="N",
+                   help="CPU threads (default: physical cores, fewer while other programs keep cores busy)")
     g.add_argument("--gpu-layers", default="0", metavar="N|all|auto", help=GPU_LAYERS_HELP)
     g.add_argument("--no-mmap", action="store_true", help="read the whole file into RAM instead of mapping it")
     g.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto",
