@@ -21,7 +21,7 @@ HELP = """\
 | **Ctrl+R** | write the last answer again |
 | **Ctrl+N** | new chat (same model and settings) |
 | **F2** / **Delete** in the list | rename / delete the chat |
-| **F3** | choose the model (type to filter) |
+| **F3** | choose the model: type to filter, Enter on one not downloaded downloads it, Ctrl+O opens a .gguf file |
 | **Ctrl+F** | find a chat by its title or its messages, and open it |
 | **F4** | system prompt and parameters of this chat |
 | **Ctrl+S** | export the chat to Markdown |
