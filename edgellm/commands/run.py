@@ -96,8 +96,16 @@ def print_stats(turn: RemoteTurn) -> None:
 
 CUT_NOTES = {  # a stop reason that cut the answer short -> what stderr says
     "length": "the answer was cut at --max-tokens {max_tokens} (raise it, or -1 for no limit)",
-    "context": "the answer was cut: the context is full (raise --ctx)",
+    "context": "the answer was cut: the {n_ctx}-token context is full{fix}",
 }
+
+
+def cut_note(reason: str, params: SamplingParams, engine: RemoteEngine) -> str | None:
+    """What to say about an answer cut short; never suggests a context beyond the model's own."""
+    trained = engine.info.context_length
+    fix = f" (raise --ctx, up to {trained})" if engine.n_ctx < trained else " (the model's whole context)"
+    note = CUT_NOTES.get(reason)
+    return note.format(max_tokens=params.max_tokens, n_ctx=engine.n_ctx, fix=fix) if note else None
 
 
 def piped_input() -> str | None:
@@ -156,8 +164,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"model": args.model, "text": turn.text, "stop_reason": reason,
                           "stats": dataclasses.asdict(turn.stats)}, ensure_ascii=False))  # fmt: skip
-    if reason in CUT_NOTES:
-        print(f"edgellm: {CUT_NOTES[reason].format(max_tokens=params.max_tokens)}", file=sys.stderr)
+    note = cut_note(reason, params, engine)
+    if note:
+        print(f"edgellm: {note}", file=sys.stderr)
     if args.verbose:  # after llama.cpp's shutdown log, so the statistics are the last line
         print_stats(turn)
     if reason == "cancelled":
@@ -294,7 +303,8 @@ def prompt_loop(engine: RemoteEngine, args: argparse.Namespace) -> int:
         turn = stream(engine, messages, state.params, sys.stdout)
         print()
         state.history.append({"role": "assistant", "content": turn.text})
-        if turn.stats.stop_reason in CUT_NOTES:
-            print(f"[{CUT_NOTES[turn.stats.stop_reason].format(max_tokens=state.params.max_tokens)}]")
+        note = cut_note(turn.stats.stop_reason, state.params, engine)
+        if note:
+            print(f"[{note}]")
         if args.verbose:
             print_stats(turn)
