@@ -107,3 +107,11 @@ def test_files_the_registry_does_not_know_are_shown_by_their_file_name(
     tmp_path: Path, file: str, header: str | None, shown: str
 ) -> None:
     assert identity.display_name(tmp_path / file, header) == shown
+
+
+def test_the_chat_apps_settings_show_the_prompt_the_engine_sends(default_model: Path) -> None:
+    from edgellm.tui.system_prompt import family_default, model_default, model_template
+
+    template = model_template("default")
+    assert model_default("default", template) == "You are a helpful assistant."
+    assert model_default("/no/such/model.gguf", template) == family_default(template) == TEMPLATE_OWN_SYSTEM

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from edgellm.errors import EdgeLLMError
-from edgellm.models import chat_templates, gguf_file, store
+from edgellm.models import chat_templates, gguf_file, identity, store
 from edgellm.models.resolve import resolve_model
 
 _MARKER = "\x00system-marker\x00"
@@ -40,3 +40,13 @@ def model_template(model: str) -> str | None:
         return gguf_file.inspect(path).chat_template or store.chat_template_for(path)
     except EdgeLLMError:
         return None
+
+
+def model_default(model: str, template: str | None) -> str:
+    """What ``model`` answers under when the chat sets no system prompt: the registry's (the Engine
+    sends it, e.g. the bundled model's), else its template's own."""
+    try:
+        registry_default = identity.default_system(resolve_model(model))
+    except EdgeLLMError:
+        registry_default = None
+    return registry_default if registry_default is not None else family_default(template)

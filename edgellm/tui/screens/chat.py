@@ -19,7 +19,7 @@ from edgellm.tui.screens.dialogs import ConfirmDialog, TextDialog
 from edgellm.tui.screens.model_picker import ModelPicker
 from edgellm.tui.screens.settings import SettingsResult, SettingsScreen
 from edgellm.tui.sessions import NEW_CHAT_TITLE, Chat
-from edgellm.tui.system_prompt import model_template
+from edgellm.tui.system_prompt import model_default, model_template
 from edgellm.tui.widgets.chat_list import ChatItem, ChatList
 from edgellm.tui.widgets.chat_view import ChatView
 from edgellm.tui.widgets.message import code_blocks
@@ -246,7 +246,9 @@ class ChatScreen(Screen[None]):
         view = self.chat_view
         engine = view.slot.held(chat.model, view.load_options)
         template = engine.template if engine is not None else await asyncio.to_thread(model_template, chat.model)
-        result: SettingsResult | None = await self.app.push_screen_wait(SettingsScreen(chat, template))
+        model = str(engine.info.path) if engine is not None else chat.model
+        default = await asyncio.to_thread(model_default, model, template)
+        result: SettingsResult | None = await self.app.push_screen_wait(SettingsScreen(chat, default))
         if result is None:
             return
         store = self.app.store

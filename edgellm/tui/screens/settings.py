@@ -15,7 +15,6 @@ from textual.widgets import Button, Input, Label, TextArea
 
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.sessions import Chat
-from edgellm.tui.system_prompt import family_default
 
 
 @dataclass(frozen=True)
@@ -60,11 +59,11 @@ FIELDS = [
 class SettingsScreen(ModalScreen[SettingsResult | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "save", "Save")]
 
-    def __init__(self, chat: Chat, template: str | None) -> None:
+    def __init__(self, chat: Chat, default_system: str) -> None:
         super().__init__(classes="dialog")
         self.chat = chat
         self.settings = ChatSettings.from_json(chat.settings)
-        self.default_system = family_default(template)
+        self.default_system = default_system  # what the model answers under when the chat sets none
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box settings-box"):
