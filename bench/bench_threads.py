@@ -228,10 +228,11 @@ def main() -> None:
     table = "\n".join(lines)
     label = f"others' work pushed aside (`--nice {args.nice}`)" if args.nice is not None else "as is"
     by_key = {w.variant.key: w.variant.label for w in workers}
-    summary = "n/a (needs variants before and after)"
+    summary = ""
     if "before" in by_key and "after" in by_key:
         med = {(n, k): statistics.median(results[(n, by_key[k])]) for n in counts for k in ("before", "after")}
-        summary = ", ".join(f"{n} busy: {med[(n, 'after')] / med[(n, 'before')]:.2f}x" for n in counts)
+        ratios = ", ".join(f"{n} busy: {med[(n, 'after')] / med[(n, 'before')]:.2f}x" for n in counts)
+        summary = f"edgellm default vs before: {ratios}.\n\n"
     text = (
         f"## Threads on a busy laptop (`bench/bench_threads.py`): {label}\n\n"
         f"Machine: {machine()}. Model: `{os.path.basename(args.model)}`. tg{args.tokens} (single-token "
@@ -240,7 +241,7 @@ def main() -> None:
         "each in its own process loaded before measuring; `N busy` = N extra `while True: pass` processes. "
         "Load average (1/5/15 min) seen before each scenario, from other engineers' work on this shared "
         f"machine: {'; '.join(f'{n} busy: {loads[n]}' for n in counts)}.\n\n"
-        f"{table}\n\nedgellm default vs before: {summary}.\n\n"
+        f"{table}\n\n{summary}"
         f"Command: `.venv/bin/python -m bench.bench_threads --tokens {args.tokens} --repeats {args.repeats} "
         f"--limit {args.limit:g} "
         f"--burners {args.burners}" + (f" --nice {args.nice} --section {args.section}" if args.nice is not None else "")
