@@ -43,7 +43,8 @@ def test_import_then_run_list_and_rm_by_name(default_model: Path, tmp_path: Path
     assert "imported my-smol:Q4_1 (98.4 MB)" in done.stdout
     listed = {r["name"]: r for r in json.loads(edgellm("list", "--json").stdout)}
     assert listed["my-smol"]["type"] == "Q4_1" and listed["my-smol"]["size"] == default_model.stat().st_size
-    greedy = ("What is the capital of France?", "--temperature", "0", "--max-tokens", "16")
+    greedy = ("What is the capital of France?", "--system", "You are a helpful assistant.", "--temperature", "0",
+              "--max-tokens", "16")  # fmt: skip
     answer = edgellm("run", "my-smol", *greedy)
     assert answer.returncode == 0 and answer.stdout.strip()
     assert answer.stdout == edgellm("run", "default", *greedy).stdout
