@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--calib-chunks", type=int, default=8,
                     help="chunks for the English-only vs mixed comparison (both the same; default %(default)s, "
                     "all the bundled English gives the default model)")  # fmt: skip
+    ap.add_argument("--eval-chunks", type=int, default=None,
+                    help="score only the first N chunks of each eval text (default: all)")
     ap.add_argument("--speed-chunks", type=int, default=4, help="chunks per speed run (default %(default)s)")
     ap.add_argument("--repeats", type=int, default=3, help="speed runs per tool (default %(default)s)")
     ap.add_argument("--threads", type=int, default=2, help="threads everywhere (default %(default)s)")
@@ -112,11 +114,11 @@ def llama_quantize(tool: Path, f16: Path, type_name: str, out: Path, matrix: Pat
     return out
 
 
-def score(f16: Path, candidates: dict[str, Path], text: str, threads: int) -> dict[str, float]:
+def score(f16: Path, candidates: dict[str, Path], text: str, args: argparse.Namespace) -> dict[str, float]:
     """Mean KLD of each candidate from the f16 on one bundled text."""
     from edgellm.measure.evaluate import EvalPlan, compare, prepare_reference
 
-    plan = EvalPlan(text_spec=text, n_ctx=512, threads=threads)
+    plan = EvalPlan(text_spec=text, n_ctx=512, max_chunks=args.eval_chunks, threads=args.threads)
     out = {}
     with prepare_reference(plan, f16) as ref:
         for label, path in candidates.items():
@@ -164,7 +166,7 @@ def matrix(f16: Path, work: Path, name: str, spec: str, chunks: int | None, thre
     from quantize.imatrix import calibration, files
     from quantize.imatrix.compute import Plan, chunk_progress, compute
 
-    path = work / f"{name}.imatrix.gguf"
+    path = work / f"{name}-{chunks or 'all'}.imatrix.gguf"
     if not path.exists():
         label, text = calibration.load(spec)
         files.write(compute(f16, Plan(label, text, max_chunks=chunks, threads=threads), chunk_progress(name)), path)
@@ -178,7 +180,7 @@ def quality(args: argparse.Namespace, f16: Path, work: Path, tools: dict[str, Pa
     from quantize.llamacpp import FILE_TYPES
 
     mixed = matrix(f16, work, "mixed", "bundled", args.chunks, args.threads)
-    pair = {name: matrix(f16, work, f"{name}-{args.calib_chunks}", spec, args.calib_chunks, args.threads)
+    pair = {name: matrix(f16, work, name, spec, args.calib_chunks, args.threads)
             for name, spec in (("mixed", "bundled"), ("english", "bundled:en"))}  # fmt: skip
     theirs = None
     if tools:
@@ -201,11 +203,12 @@ def quality(args: argparse.Namespace, f16: Path, work: Path, tools: dict[str, Pa
                  for k, m in pair.items()} for t in calib_types}  # fmt: skip
 
     flat = {f"{t}/{k}": p for t, row in candidates.items() for k, p in row.items()}
-    kld = {text: score(f16, flat, text, args.threads) for text in ("bundled:en", "bundled:zh")}
+    kld = {text: score(f16, flat, text, args) for text in ("bundled:en", "bundled:zh")}
     calib_flat = {f"{t}/{k}": p for t, row in calib.items() for k, p in row.items()}
-    calib_kld = score(f16, calib_flat, "bundled:zh", args.threads) if calib_flat else {}
+    calib_kld = score(f16, calib_flat, "bundled:zh", args) if calib_flat else {}
     return {"types": types, "kld": kld, "calibration_zh": calib_kld, "chunks": files.read(mixed).chunk_count,
-            "calib_chunks": args.calib_chunks, "llama_cpp_path": theirs is not None}  # fmt: skip
+            "calib_chunks": args.calib_chunks, "eval_chunks": args.eval_chunks,
+            "llama_cpp_path": theirs is not None}  # fmt: skip
 
 
 def speed(args: argparse.Namespace, f16: Path, work: Path, tools: dict[str, Path], mixed_text: Path) -> dict:
@@ -225,6 +228,7 @@ def _pct(new: float, old: float | None) -> str:
 
 
 def render(r: dict) -> str:
+    scored = f"first {r['eval_chunks']} chunks of each" if r.get("eval_chunks") else "all chunks"
     lines = [
         "## Importance matrices (`bench/bench_imatrix.py`)",
         "",
@@ -234,7 +238,9 @@ def render(r: dict) -> str:
         f"{r['load_at_end'][0]:.1f} / {r['load_at_end'][1]:.1f} / {r['load_at_end'][2]:.1f} at the end): "
         "timings swing, ratios were measured alternately in one run.",
         "",
-        f"Mean KL divergence from the f16 on `edgellm eval`'s bundled texts; matrices over {r['chunks']} chunks of "
+        f"Mean KL divergence from the f16 on `edgellm eval`'s bundled texts "
+        f"({scored}); "
+        f"matrices over {r['chunks']} chunks of "
         "512 tokens of the bundled calibration text (English + Chinese + code); llama.cpp's path is llama-imatrix "
         "+ llama-quantize built from the vendored llama.cpp, on the same text file and chunking.",
         "",
@@ -258,7 +264,7 @@ def render(r: dict) -> str:
                 none = r["kld"]["bundled:zh"].get(f"{t}/none")
                 lines.append(f"| {t.upper()} | {none:.5f} | {c[f'{t}/english']:.5f} ({_pct(c[f'{t}/english'], none)}) "
                              f"| {c[f'{t}/mixed']:.5f} ({_pct(c[f'{t}/mixed'], none)}) |")  # fmt: skip
-    if r["speed"]:
+    if r.get("speed"):
         tokens = r["speed_chunks"] * 512
         lines += ["", f"Computing a matrix: {r['speed_chunks']} chunks ({tokens} tokens), whole command (model load "
                   "included), medians of runs alternated between the tools:", "",

@@ -27,6 +27,7 @@ import llama_cpp
 import numpy as np
 import pytest
 
+from bench import llama_tools
 from edgellm.cli import main
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
 from quantize import FILE_TYPES, run
@@ -433,10 +434,11 @@ def test_bundled_mix_keeps_its_proportions_in_any_prefix() -> None:
 # -- llama.cpp's own tools, when built -------------------------------------------------------------
 
 
-def _tool(name: str) -> Path:
-    from bench import llama_tools
+LLAMA_ROOT = llama_tools.default_root()  # resolved at import, before the fixtures isolate XDG_CACHE_HOME
 
-    path = llama_tools.build_dir() / "bin" / name
+
+def _tool(name: str) -> Path:
+    path = llama_tools.build_dir(LLAMA_ROOT) / "bin" / name
     if not path.is_file():
         pytest.skip(f"{name} not built (python -m bench.llama_tools llama-imatrix llama-quantize)")
     return path
