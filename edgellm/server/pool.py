@@ -22,9 +22,10 @@ FINAL = ("done", "error")
 
 
 class EventStream:
-    """A runner request's events as an async iterator of lists (all events that arrived
-    together: a slow client gets them in one write). A pump thread blocks on the request's
-    queue so the event loop never does; ``cancel`` tells the runner to free the sequence."""
+    """A runner request's events in the event loop, in lists (``batches``: the events that
+    arrived together, so a slow client gets them in one write). A pump thread blocks on the
+    request's queue so the event loop never does; ``cancel`` tells the runner to free the
+    sequence."""
 
     def __init__(self, request: Request, loop: asyncio.AbstractEventLoop) -> None:
         self.request = request
@@ -85,7 +86,7 @@ class ServedModel:
     verbose: bool = False
     created: int = 0
     runner: RunnerProcess | None = None
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     def start(self) -> None:
         """Start (or restart) the runner; blocks while the model loads."""
