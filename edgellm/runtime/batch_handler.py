@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from edgellm.runtime.batch import DEFAULT_CHUNK, DEFAULT_QUEUE, BatchEngine, BatchRequest, grammar_for
+from edgellm.errors import EdgeLLMError
+from edgellm.runtime.batch import DEFAULT_CHUNK, DEFAULT_QUEUE, BadRequest, BatchEngine, BatchRequest, grammar_for
 from edgellm.runtime.engine import LoadOptions, SamplingParams
 from edgellm.runtime.runner import Emit, error_payload, options_from
 
@@ -56,8 +57,12 @@ class BatchHandler:
             emit(req_id, "error", error="ProtocolError", message=f"unknown op {op!r}")
             return
         try:
+            try:
+                tokens = prompt(self.batch.engine, args)
+            except EdgeLLMError as err:  # the chat template refused these messages: the request's fault
+                raise BadRequest(str(err)) from None
             request = BatchRequest(
-                prompt(self.batch.engine, args),
+                tokens,
                 params=options_from(SamplingParams, args.get("params", {})),
                 stop=tuple(args.get("stop") or ()),
                 grammar=grammar_for(args.get("response_format")),
