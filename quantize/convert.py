@@ -18,6 +18,7 @@ import gguf
 from quantize import naming
 from quantize.errors import OutputError
 from quantize.families import Family, HParams, find_family
+from quantize.families.adapters import FamilyView
 from quantize.imatrix.files import Imatrix
 from quantize.imatrix.request import ImatrixRequest, obtain
 from quantize.llamacpp import (
@@ -96,7 +97,9 @@ class Conversion:
 def prepare(src: str | Path, loras: Sequence[str | Path] = ()) -> Conversion:
     """Read and check everything about ``src`` (with the PEFT LoRA adapters ``loras`` merged in, in
     order) that could make a conversion fail."""
-    ckpt = merge_adapters(open_checkpoint(src), list(loras)) if loras else open_checkpoint(src)
+    ckpt = open_checkpoint(src)
+    if loras:
+        ckpt = merge_adapters(ckpt, list(loras), FamilyView(ckpt))
     family = find_family(ckpt.config, ckpt.config_path)
     hp = family.hparams(ckpt)
     plans = family.plan_tensors(ckpt, hp, FLOAT_TYPES["f16"])  # names, shapes, dtypes

@@ -19,9 +19,10 @@ import gguf
 
 from quantize.errors import CheckpointError, ConfigError, UnsupportedModel
 from quantize.families import find_family
+from quantize.families.adapters import FamilyView
 from quantize.progress import Progress
 from quantize.sources import Checkpoint, load_config, open_checkpoint
-from quantize.sources.lora import Adapter, FamilyView, LoraPair, ScaledTensor, read_adapter
+from quantize.sources.lora import Adapter, LoraPair, ScaledTensor, read_adapter
 from quantize.tensors import FLOAT_TYPES, TensorPlan
 from quantize.writer import atomic_output, write_gguf
 

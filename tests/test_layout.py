@@ -35,9 +35,6 @@ ALLOWED: dict[str, set[str]] = {
 TO_FIX: dict[tuple[str, str], str] = {
     ("edgellm.measure", "quantize"): "quant_report.quantize_and_report runs the quantizer: it belongs in "
     "edgellm/commands (the `quantize --report` verb), which may import both",
-    ("quantize.sources", "quantize.families"): "sources.meta uses families.require and sources.lora.FamilyView "
-    "calls find_family, while every family imports sources.Checkpoint: move require (a config check) below both "
-    "and let the converter hand the family to the LoRA reader",
 }
 
 

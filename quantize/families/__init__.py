@@ -31,7 +31,6 @@ normally only lists shapes and transforms; override `plan_tensors` for splits or
 from __future__ import annotations
 
 import importlib
-import math
 import pkgutil
 import re
 from collections.abc import Callable, Mapping
@@ -41,7 +40,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import gguf
 
-from quantize.errors import ConfigError, UnsupportedModel, VocabMismatch
+from quantize.errors import UnsupportedModel, VocabMismatch
 from quantize.tensors import RowTransform, TensorPlan, output_type
 
 if TYPE_CHECKING:
@@ -230,25 +229,6 @@ def refuse_prequantized(config: Mapping[str, object], path: object) -> None:
             f"{path}: a {method}-quantized checkpoint; convert the original (unquantized) model instead, "
             "e.g. Qwen/Qwen-7B-Chat rather than Qwen/Qwen-7B-Chat-Int4"
         )
-
-
-def require(config: Mapping[str, object], key: str, path: object, kind: type = int) -> object:
-    """A config.json value that must be present and of ``kind`` (int: a positive integer; float: a
-    positive finite number), else a ConfigError naming it."""
-    value = config.get(key)
-    if value is None:
-        raise ConfigError(f"{path}: missing '{key}'")
-    if kind is int and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-        raise ConfigError(f"{path}: '{key}' must be a positive integer, got {value!r}")
-    if kind is float and not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                              and math.isfinite(value) and value > 0):  # fmt: skip
-        raise ConfigError(f"{path}: '{key}' must be a positive number, got {value!r}")
-    return value
-
-
-def optional(config: Mapping[str, object], key: str, path: object, default: object, kind: type = int) -> object:
-    """Like `require`, but ``default`` when the key is absent or null (a present 0, -1 or "8" is an error)."""
-    return default if config.get(key) is None else require(config, key, path, kind)
 
 
 def matches_any(patterns: tuple[str, ...], name: str) -> bool:

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import gguf
 
 from quantize.errors import UnsupportedModel
-from quantize.families import HParams, optional, require
+from quantize.families import HParams
 from quantize.families.qwen2 import Qwen2Family
+from quantize.sources import optional, require
 
 if TYPE_CHECKING:
     from quantize.sources import Checkpoint

@@ -14,8 +14,9 @@ import gguf
 
 from edgellm.models import chat_templates
 from quantize.errors import CheckpointError, UnsupportedModel, VocabMismatch
-from quantize.families import Family, HParams, optional, require
+from quantize.families import Family, HParams
 from quantize.families.rope import rope_scaling, rope_theta
+from quantize.sources import optional, require
 from quantize.vocab.tiktoken_bpe import ENDOFTEXT, IM_END
 
 if TYPE_CHECKING:

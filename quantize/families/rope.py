@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from quantize.errors import ConfigError, UnsupportedModel
-from quantize.families import RopeScaling, require
+from quantize.families import RopeScaling
+from quantize.sources import require
 
 SUPPORTED_SCALING = ("linear", "yarn")
 

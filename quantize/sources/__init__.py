@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -127,3 +129,22 @@ def open_checkpoint(folder: str | Path) -> Checkpoint:
     raise CheckpointError(
         f"{folder}: no weights found (expected *.safetensors or pytorch_model*.bin, with their index if sharded)"
     )
+
+
+def require(config: Mapping[str, object], key: str, path: object, kind: type = int) -> object:
+    """A config.json value that must be present and of ``kind`` (int: a positive integer; float: a
+    positive finite number), else a ConfigError naming it."""
+    value = config.get(key)
+    if value is None:
+        raise ConfigError(f"{path}: missing '{key}'")
+    if kind is int and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        raise ConfigError(f"{path}: '{key}' must be a positive integer, got {value!r}")
+    if kind is float and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                              and math.isfinite(value) and value > 0):  # fmt: skip
+        raise ConfigError(f"{path}: '{key}' must be a positive number, got {value!r}")
+    return value
+
+
+def optional(config: Mapping[str, object], key: str, path: object, default: object, kind: type = int) -> object:
+    """Like `require`, but ``default`` when the key is absent or null (a present 0, -1 or "8" is an error)."""
+    return default if config.get(key) is None else require(config, key, path, kind)

@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import gguf
 import numpy as np
@@ -283,52 +283,18 @@ def _wrong_base(adapter: Adapter, what: str, base: Checkpoint) -> CheckpointErro
     )
 
 
-class FamilyView:
-    """The base model's family as the adapters see it: GGUF names and HF-layout row transforms.
-    ``family`` is None for models no family claims (merging still works in HF space)."""
+class BaseView(Protocol):
+    """What merging needs to know of the base's family: quantize.families.adapters.FamilyView, handed
+    in by the caller (families build on sources, not the other way round)."""
 
-    def __init__(self, base: Checkpoint) -> None:
-        from quantize.families import find_family
+    def find(self, tensors: dict[str, TensorRef], kind: gguf.MODEL_TENSOR) -> TensorRef | None: ...
 
-        self.base = base
-        try:
-            self.family = find_family(base.config, base.config_path)
-        except UnsupportedModel:
-            self.family = None
-            return
-        self.hp = self.family.hparams(base)
-        self.names = gguf.get_tensor_name_map(self.family.gguf_arch, self.hp.n_layer)
-
-    def kind_and_name(self, name: str) -> tuple[gguf.MODEL_TENSOR, str] | None:
-        return self.names.get_type_and_name(name, (".weight", ".bias")) if self.family else None
-
-    def hf_row_transform(self, name: str) -> RowTransform | None:
-        """What the family does to the rows of an HF-layout tensor ``name`` (llama: Q/K un-permutation)."""
-        found = self.kind_and_name(name)
-        if found is None:
-            return None
-        return self.family.transform_for(found[0], self.hp, dataclasses.replace(self.base, hf_rope_layout=True))
-
-    def delta_transform(self, name: str) -> RowTransform | None:
-        """Turns an HF-layout delta into the base's own row order: only a base already in llama.cpp's
-        layout (a Meta checkpoint) needs it."""
-        return None if self.base.hf_rope_layout else self.hf_row_transform(name)
-
-    def find(self, tensors: dict[str, TensorRef], kind: gguf.MODEL_TENSOR) -> TensorRef | None:
-        """The tensor of this kind (the embedding, the output matrix), under whatever HF name."""
-        return next((ref for name, ref in tensors.items() if (self.kind_and_name(name) or (None,))[0] == kind), None)
-
-    def fit(self, pair: LoraPair, name: str) -> LoraPair:
-        """``pair`` as PEFT applies it to this base: fan_in_fan_out only on Conv1D weights, which no
-        family here has (peft resets it to False for nn.Linear), and B in the base's row order."""
-        fan_in_fan_out = pair.fan_in_fan_out and self.family is None
-        return dataclasses.replace(pair, fan_in_fan_out=fan_in_fan_out, b_transform=self.delta_transform(name))
+    def fit(self, pair: LoraPair, name: str) -> LoraPair: ...
 
 
-def merge_adapters(base: Checkpoint, folders: list[str | Path]) -> Checkpoint:
+def merge_adapters(base: Checkpoint, folders: list[str | Path], view: BaseView) -> Checkpoint:
     """``base`` with each adapter of ``folders`` merged in order; checked, nothing computed yet."""
     tensors = dict(base.tensors)
-    view = FamilyView(base)
     embedding = view.find(tensors, gguf.MODEL_TENSOR.TOKEN_EMBD)
     base_rows = embedding.shape[0] if embedding is not None else None
     tokenizer: Path | None = None

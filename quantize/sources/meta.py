@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from quantize.errors import CheckpointError, ConfigError, UnsupportedModel
-from quantize.families import require
-from quantize.sources import Checkpoint, TensorRef, read_json
+from quantize.sources import Checkpoint, TensorRef, read_json, require
 from quantize.sources.shards import label
 from quantize.sources.torch_pickle import read_archive
 

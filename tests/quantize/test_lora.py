@@ -15,6 +15,7 @@ from edgellm.cli import main
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
 from quantize.convert import convert, prepare
 from quantize.errors import CheckpointError, ConfigError, ConvertError, UnsupportedModel, VocabMismatch
+from quantize.families.adapters import FamilyView
 from quantize.families.llama import CHINESE_LLAMA2_VOCAB, variant
 from quantize.lora_adapter import write_lora_adapter
 from quantize.sources import open_checkpoint
@@ -24,6 +25,12 @@ from .builders import LLAMA2_CONFIG, build, extend_spm, train_spm
 from .lora_fixtures import copy_adapter, gpt2_with_conv1d_adapter, load_llama, write_adapter
 from .meta_fixtures import write_meta_checkpoint
 from .reference import gguf_logits, nmse
+
+
+def _merged(base: Path, adapters: list) -> object:
+    """The base checkpoint with ``adapters`` merged, as the converter does it."""
+    ckpt = open_checkpoint(base)
+    return merge_adapters(ckpt, adapters, FamilyView(ckpt))
 
 BASE_VOCAB, CHINESE_VOCAB = 600, 640
 # token ids, some of them rows that only the resized (Chinese) vocabulary has
@@ -113,7 +120,7 @@ def test_lora_on_a_meta_checkpoint_equals_lora_on_the_hf_one(
 
 def test_fan_in_fan_out_adapter_on_conv1d_weights_matches_peft(tmp_path: Path) -> None:
     base, adapter, merged = gpt2_with_conv1d_adapter(tmp_path)
-    ckpt = merge_adapters(open_checkpoint(base), [adapter])
+    ckpt = _merged(base, [adapter])
     adapted = [n for n in ckpt.tensors if n.endswith(("c_attn.weight", "c_proj.weight"))]
     assert len(adapted) == 3
     for name in adapted:
@@ -124,7 +131,7 @@ def test_fan_in_fan_out_adapter_on_conv1d_weights_matches_peft(tmp_path: Path) -
 def test_fan_in_fan_out_is_ignored_on_linear_weights_as_peft_does(world: World, tmp_path: Path) -> None:
     flagged = copy_adapter(world.style, tmp_path / "flagged", fan_in_fan_out=True)
     name = "model.layers.0.self_attn.q_proj.weight"  # square: a transposed delta would fit too
-    plain, odd = (merge_adapters(open_checkpoint(world.base), [a]).tensors[name] for a in (world.style, flagged))
+    plain, odd = (_merged(world.base, [a]).tensors[name] for a in (world.style, flagged))
     assert np.array_equal(odd.read_rows(0, 64), plain.read_rows(0, 64))
     runtime = [write_lora_adapter(a, tmp_path / f"{a.name}.gguf", progress=False) for a in (world.style, flagged)]
     plain_t, odd_t = ({t.name: np.asarray(t.data) for t in gguf.GGUFReader(p).tensors} for p in runtime)
@@ -161,7 +168,7 @@ def test_runtime_adapter_for_a_meta_base_equals_the_one_for_the_hf_base(
 def test_merged_chinese_alpaca_is_recognised_by_the_adapter_name(world: World) -> None:
     """The llama family picks Chinese-Alpaca-2's system prompt from the 55,296-token vocabulary and
     the model's name: for a merge, the adapters' names."""
-    ckpt = merge_adapters(open_checkpoint(world.base), [world.chinese_llama, world.chinese_alpaca])
+    ckpt = _merged(world.base, [world.chinese_llama, world.chinese_alpaca])
     assert "chinese-alpaca-2-lora-tiny" in ckpt.config["_name_or_path"]
     assert variant(ckpt, CHINESE_LLAMA2_VOCAB).name == "Chinese-Alpaca-2"
     assert variant(open_checkpoint(world.base), CHINESE_LLAMA2_VOCAB).name == "Chinese-LLaMA-2"
