@@ -68,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
     run_quantize = quantize.run
     if args.report:
         from edgellm.measure.quant_report import quantize_and_report as run_quantize
-    kwargs = {"imatrix": imatrix_request(args)} if args.imatrix is not None or args.calibration or args.chunks else {}
+    asked = args.imatrix is not None or args.calibration or args.chunks
     outputs = run_quantize(
         args.src, args.type, out=args.output, outdir=args.outdir, threads=args.threads, force=args.force,
-        loras=args.lora, **kwargs,
+        loras=args.lora, imatrix=imatrix_request(args) if asked else None,
     )
     for o in outputs:
         print(f"{o.path}  {human_bytes(o.size)}  {o.bits_per_weight:.2f} bits per weight")

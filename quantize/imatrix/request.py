@@ -44,7 +44,7 @@ def obtain(request: ImatrixRequest, model: Path, save_to: Path, *, saved: Imatri
     """The matrix for quantizing the float GGUF ``model``: ``saved`` (checked to fit it), or
     computed on it and written to ``save_to``."""
     if saved is not None:
-        files.check_fits(saved, request.file or Path(saved.file), weight_shapes(model))
+        files.check_fits(saved, request.file or Path(saved.file), weight_shapes(model))  # the path as given
         return saved
     name, text = calibration.load(request.calibration)
     plan = Plan(name, text, n_ctx=request.n_ctx, max_chunks=request.chunks, threads=threads)
