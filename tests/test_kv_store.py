@@ -144,15 +144,17 @@ def test_bad_file_is_ignored_and_removed(stored: Engine, store: KVStore, damage)
 def test_key_follows_the_weights_and_the_settings(default_model: Path, tmp_path: Path) -> None:
     copy = tmp_path / "model.gguf"
     shutil.copy(default_model, copy)
-    with Engine(copy, LoadOptions(n_ctx=512, probe=False, n_threads=1)) as eng:
-        key = eng.state_key()
-        assert key == eng.state_key()
-        os.utime(copy, ns=(copy.stat().st_atime_ns, copy.stat().st_mtime_ns + 10**9))  # the file was replaced
-        assert eng.state_key() != key
-    key = Engine(copy, LoadOptions(n_ctx=512, probe=False, n_threads=1)).state_key()
-    assert Engine(copy, LoadOptions(n_ctx=512, probe=False, n_threads=2)).state_key() == key  # threads: same numbers
-    assert Engine(copy, LoadOptions(n_ctx=768, probe=False, n_threads=1)).state_key() != key  # another context
-    assert Engine(copy, LoadOptions(n_ctx=512, probe=False, kv_f32=True)).state_key() != key  # another KV type
+    def key(**options: object) -> bytes | None:
+        with Engine(copy, LoadOptions(**{"n_ctx": 512, "probe": False, **options})) as eng:  # type: ignore[arg-type]
+            return eng.state_key
+
+    first = key(n_threads=1)
+    assert first is not None and key(n_threads=1) == first
+    assert key(n_threads=2) == first  # threads do not change a number
+    assert key(n_ctx=768) != first  # another context
+    assert key(kv_f32=True) != first  # another KV cache type
+    os.utime(copy, ns=(copy.stat().st_atime_ns, copy.stat().st_mtime_ns + 10**9))  # the file was replaced
+    assert key(n_threads=1) != first
 
 
 def test_disk_use_stays_under_the_limit_least_recently_used_first(engine: Engine, tmp_path: Path,
@@ -198,3 +200,38 @@ def test_saving_never_fails_the_caller(engine: Engine, tmp_path: Path, monkeypat
     assert not tiny.folder.exists() or not any(tiny.folder.iterdir())
     monkeypatch.setattr(engine, "kv_store", None)
     assert not engine.save_state()  # --cache-size 0
+
+
+def test_switching_chats_saves_the_one_left(engine: Engine, store: KVStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No call needed: a turn of another conversation saves the cache it is about to overwrite."""
+    monkeypatch.setattr(engine, "kv_store", store)
+    engine.reset()
+    engine.chat(CHAT, SamplingParams(temperature=0, max_tokens=4)).result()
+    assert not store.folder.exists()
+    other = [{"role": "user", "content": "A different chat: " + STORY}]
+    turn = engine.chat(other, SamplingParams(temperature=0, max_tokens=4))
+    turn.result()
+    assert turn.stats.restored_tokens == 0
+    only_entry(store)  # the first chat, saved on the switch
+    back = engine.chat(REOPENED, GREEDY)  # switching back: the second chat saved, the first restored
+    back.result()
+    assert back.stats.restored_tokens > len(engine.prompt_tokens(CHAT)) // 2
+    assert len(list(store.folder.glob("*.kv"))) == 2
+    assert back.tokens == full_evaluation(engine, REOPENED)
+
+
+def test_runner_saves_on_close_and_the_next_runner_restores(default_model: Path) -> None:
+    """Through the real runner process: quitting saves the chat, a new runner reopens it from disk."""
+    from edgellm.runtime.client import RemoteEngine
+
+    options = LoadOptions(n_ctx=1024, cache_size=10**9)
+    with RemoteEngine(default_model, options) as first:
+        first.chat(CHAT, SamplingParams(temperature=0, max_tokens=4)).result()
+    assert any(kv_store.default_folder().glob("*.kv"))  # saved in the (test's own) XDG cache folder
+    with RemoteEngine(default_model, options) as second:
+        turn = second.chat(REOPENED, GREEDY)
+        text = turn.result()
+        assert turn.stats.restored_tokens > 0
+    with RemoteEngine(default_model, LoadOptions(n_ctx=1024)) as plain:  # no cache: the whole prompt evaluated
+        fresh = plain.chat(REOPENED, GREEDY)
+        assert fresh.result() == text and fresh.stats.restored_tokens == 0

@@ -10,34 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.bench_lookup import CODE, TASKS
 from edgellm.runtime import lookup
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
 
-CODE = '''def mean(values):
-    total = 0
-    for v in values:
-        total += v
-    return total / len(values)
-
-
-def variance(values):
-    m = mean(values)
-    total = 0
-    for v in values:
-        total += (v - m) ** 2
-    return total / len(values)
-'''
-PARAGRAPH = (
-    "The library opens at nine in the morning and closes at six in the evening. Visitors can borrow "
-    "up to five books at a time, and each book may be kept for three weeks. Late returns cost ten "
-    "cents per day. The reading room on the second floor is quiet and has free wifi."
-)
-PROMPTS = {
-    "code": f"Return this code with `total` renamed to `acc`, nothing else:\n\n{CODE}",
-    "quote": f"Repeat this paragraph exactly, then fix any mistake in it:\n\n{PARAGRAPH}",
-    "free": "Write a short story about a robot who learns to paint.",
-}
-
+PROMPTS = {name: prompt for name, (_, prompt) in TASKS.items()}  # copy-heavy and free writing
 
 @pytest.fixture(scope="module")
 def f16_engine(default_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
@@ -108,8 +85,12 @@ def test_parse_draft() -> None:
 # -- on llama.cpp ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("model", ["default", "f16"])
 def test_batch_rows_are_the_logits_of_one_token_steps(engine: Engine, f16_engine: Engine, model: str) -> None:
-    """What exactness rests on: row i of a verified batch holds, bit for bit, the logits that
-    evaluating the same tokens one at a time gives at that position."""
+    """What exactness rests on: row i of a verified batch holds the logits that evaluating the same
+    tokens one at a time gives at that position. Bit for bit on the default model (Q4_1: the same
+    dot-product kernel for 1 and n rows). With F16 weights llama.cpp multiplies batches with another
+    kernel than single tokens (measured: up to 0.03 apart in logits of magnitude ~10, flash attention
+    and KV type make no difference), so there lookup decoding equals plain decoding unless two tokens
+    tie within that rounding, as for llama.cpp's own speculative decoding and prompt batches."""
     eng = engine if model == "default" else f16_engine
     prompt = eng.prompt_tokens([{"role": "user", "content": PROMPTS["code"]}])
     follow = eng.tokenize(CODE, add_special=False)[:9]
@@ -119,7 +100,11 @@ def test_batch_rows_are_the_logits_of_one_token_steps(engine: Engine, f16_engine
     eng.reset()
     eng.logits(prompt, first=len(prompt))
     batched = eng.logits(follow)
-    assert np.array_equal(batched, one_by_one)
+    if model == "default":
+        assert np.array_equal(batched, one_by_one)
+    else:
+        assert np.abs(batched - one_by_one).max() < 0.1
+        assert np.array_equal(batched.argmax(-1), one_by_one.argmax(-1))
 
 
 @pytest.mark.parametrize("prompt", list(PROMPTS))
@@ -180,3 +165,29 @@ def test_cache_after_a_lookup_turn_holds_only_accepted_tokens(engine: Engine) ->
     assert turn.stats.cached_tokens > len(engine.prompt_tokens(first)) // 2
     engine.reset()
     assert engine.chat(second, SamplingParams(temperature=0, max_tokens=48, draft=lookup.DRAFT_OFF)).result() == reused
+
+
+# -- a draft model ---------------------------------------------------------------------------------
+def test_draft_model_answers_as_plain_decoding(default_model: Path, f16_engine: Engine) -> None:
+    """The default model (Q4_1) drafts for its F16 copy (same vocabulary) where lookup finds
+    nothing: free writing. Same tokens as plain decoding; the model's drafts were used."""
+    plain, _ = answer(f16_engine, PROMPTS["free"], temperature=0, max_tokens=64, draft=lookup.DRAFT_OFF)
+    with Engine(f16_engine.path, LoadOptions(n_ctx=2048, probe=False, draft_model=str(default_model))) as eng:
+        assert eng.draft_engine is not None
+        for draft in (4, lookup.DRAFT_AUTO):
+            tokens, stats = answer(eng, PROMPTS["free"], temperature=0, max_tokens=64, draft=draft)
+            assert tokens == plain, f"draft={draft}"
+            assert stats.accepted_tokens > 0
+
+
+def test_draft_model_of_another_vocabulary_is_refused(default_model: Path, tmp_path: Path) -> None:
+    import gguf
+
+    from edgellm.errors import BadModelFile
+    from tests.gguf_edit import with_metadata
+
+    other = with_metadata(default_model, tmp_path / "other-vocab.gguf",
+                          {"tokenizer.ggml.bos_token_id": (gguf.GGUFValueType.UINT32, 5)})
+    with (Engine(default_model, LoadOptions(n_ctx=512, probe=False, draft_model=str(other))) as eng,
+          pytest.raises(BadModelFile, match="another vocabulary")):
+        eng.draft_engine  # noqa: B018

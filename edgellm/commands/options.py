@@ -136,6 +136,25 @@ def add_speed_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-size", type=_size, default=kv_store.DEFAULT_LIMIT, metavar="SIZE",
                    help="disk for closed chats' KV caches, so that reopening one is instant (e.g. 500MB, 8GB; "
                         f"0 = off; default {kv_store.DEFAULT_LIMIT // 10**9}GB, least recently used dropped)")
+    g.add_argument("--draft-model", default=None, metavar="NAME|FILE",
+                   help="a small model of the same vocabulary drafts where lookup finds nothing (`auto`: the "
+                        "one the registry names for MODEL, e.g. qwen1.5-0.5b-chat for qwen1.5-7b-chat)")
+
+
+def draft_model_path(args: argparse.Namespace) -> str | None:
+    """`--draft-model NAME|FILE|auto` as a GGUF path (its vocabulary is checked when it loads)."""
+    value = getattr(args, "draft_model", None)
+    if not value:
+        return None
+    if value == "auto":
+        from edgellm.models import registry
+
+        entry = registry.load().get(str(getattr(args, "model", "")).partition(":")[0])
+        if entry is None or entry.draft is None:
+            raise BadOption(f"--draft-model auto: the registry names no draft model for {args.model!r}; "
+                            "give one: --draft-model NAME|FILE")
+        value = entry.draft
+    return str(resolve_model(value))
 
 
 def _draft(text: str) -> int:
@@ -236,7 +255,8 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
         flash_attn={"auto": None, "on": True, "off": False}[args.flash_attn],
         verbose=bool(getattr(args, "log", False)) or args.verbose >= 2,  # llama.cpp's log: thousands of lines
         loras=lora_options(args),
-        cache_size=getattr(args, "cache_size", LoadOptions.cache_size),
+        cache_size=getattr(args, "cache_size", 0),
+        draft_model=draft_model_path(args),
     )
     if getattr(args, "rpc", None):
         return rpc_load_options(args, options, model)

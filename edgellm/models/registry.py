@@ -74,6 +74,7 @@ class ModelEntry:
     gguf_repo: str | None = None
     gguf_files: dict[str, str] = field(default_factory=dict)
     title: str | None = None
+    draft: str | None = None  # registry name of a small model with the same vocabulary that drafts for this one
 
     @property
     def display_name(self) -> str:
@@ -115,6 +116,7 @@ _MODEL_KEYS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "gguf_file": (str, False),
     "gguf_types": (list, False),
     "gguf_files": (dict, False),
+    "draft": (str, False),
 }
 _SHAPE_KEYS = ("params", "layers", "embedding", "heads", "kv_heads", "ffn", "vocab")
 
@@ -261,6 +263,7 @@ def _model(name: str, table: dict[str, Any], families: dict, shapes: dict[str, S
         gguf_repo=full.get("gguf_repo"),
         gguf_files=_gguf_files(label, full),
         title=full.get("title"),
+        draft=full.get("draft"),
     )
 
 
@@ -275,4 +278,21 @@ def load(files: list[Path] | None = None) -> Registry:
     merged, origin = _merge([(p, _read(p)) for p in files])
     shapes = {n: _shape(n, t, origin[f"shapes.{n}"]) for n, t in merged["shapes"].items()}
     models = {n: _model(n, t, merged["families"], shapes, origin[f"models.{n}"]) for n, t in merged["models"].items()}
+    for entry in models.values():
+        _check_draft(entry, models, origin[f"models.{entry.name}"])
     return Registry(models)
+
+
+def _check_draft(entry: ModelEntry, models: dict[str, ModelEntry], where: Path) -> None:
+    """A draft model must exist and share the vocabulary (its tokens are verified by this model);
+    embedding rows may be padded differently (Qwen 14B/72B: 152,064, the small ones 151,936), up to
+    llama.cpp's own limit for speculative decoding (SPEC_VOCAB_MAX_SIZE_DIFFERENCE, 128)."""
+    if entry.draft is None:
+        return
+    label = f"{where}: [models.{entry.name}]"
+    draft = models.get(entry.draft)
+    if draft is None or draft.name == entry.name:
+        raise RegistryError(f"{label}: draft {entry.draft!r} is not another model of the registry")
+    if abs(draft.shape.vocab - entry.shape.vocab) > 128 or draft.family != entry.family:
+        raise RegistryError(f"{label}: draft {entry.draft!r} has another vocabulary ({draft.shape.vocab} tokens, "
+                            f"family {draft.family}; this model: {entry.shape.vocab}, {entry.family})")

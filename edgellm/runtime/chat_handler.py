@@ -22,6 +22,7 @@ class ChatHandler:
         # whole llama.cpp log goes to stderr, where the parent keeps its tail to explain a death
         # (and shows it with --verbose).
         self.engine = Engine(path, dataclasses.replace(opts, probe=False, verbose=True))
+        self.engine.draft_engine  # noqa: B018 - a --draft-model loads (and its vocabulary is checked) up front
         eng = self.engine
         self.info = {
             "n_ctx": eng.n_ctx,
@@ -50,6 +51,7 @@ class ChatHandler:
     def close(self) -> None:
         self.engine.cancel()
         self._worker.stop()
+        self.engine.save_state()  # the chat is being closed (quit, runner ending): reopening it is instant
         self.engine.close()
 
     # -- ops -----------------------------------------------------------------------------------
@@ -76,6 +78,7 @@ class ChatHandler:
         return {"messages": messages, "dropped": dropped}
 
     def _reset(self, req_id: int, args: dict[str, Any], emit: Emit) -> None:
+        self.engine.save_state()  # a chat closed (switching to another saves by itself: Engine._restore_state)
         self.engine.reset()
 
     def _tokenize(self, req_id: int, args: dict[str, Any], emit: Emit) -> dict[str, Any]:

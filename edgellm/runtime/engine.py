@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
 import os
 import threading
@@ -79,6 +80,7 @@ class LoadOptions:
     eval_callback: object | None = None
     rpc: tuple[str, ...] = ()  # llama.cpp RPC workers (HOST:PORT); n_gpu_layers then counts the layers they hold
     cache_size: int = 0  # bytes of disk for closed chats' KV caches (edgellm.runtime.kv_store; run/chat: 4 GB); 0: none
+    draft_model: str | None = None  # GGUF of a small model with the same vocabulary (edgellm.runtime.draft_model)
 
 
 @dataclass
@@ -415,13 +417,43 @@ class Engine:
             del self._cached[n:]
 
     # -- saved KV caches (edgellm.runtime.kv_store) ---------------------------------------------
-    _UNKEYED_OPTIONS = frozenset({"n_threads", "probe", "verbose", "use_mmap", "cache_size"})  # cannot change a number
+    _UNKEYED_OPTIONS = frozenset({"n_threads", "probe", "verbose", "use_mmap", "cache_size", "draft_model"})
 
     @functools.cached_property
     def kv_store(self) -> KVStore | None:
         """Where closed chats' KV caches go (save_state) and come back from (any turn whose prompt
         starts with a saved prefix); None with ``cache_size`` 0. Assignable (tests, servers)."""
         return KVStore(limit=self.options.cache_size) if self.options.cache_size > 0 else None
+
+    @functools.cached_property
+    def draft_engine(self) -> Engine | None:
+        """The draft model of ``options.draft_model``, loaded at first use with this context's
+        size and threads, its vocabulary checked against this model's (BadModelFile if another)."""
+        if not self.options.draft_model:
+            return None
+        from edgellm.runtime.draft_model import check_vocabulary
+
+        options = dataclasses.replace(self.options, draft_model=None, loras=[], cache_size=0, probe=False,
+                                      n_ctx=self.n_ctx)
+        draft = Engine(self.options.draft_model, options)
+        try:
+            check_vocabulary(self, draft)
+        except BaseException:
+            draft.close()
+            raise
+        return draft
+
+    def _drafter(self, prompt: list[int], setting: int) -> lookup.LookupDrafter:
+        """Who drafts this turn's tokens: lookup, and the draft model where lookup has nothing."""
+        setting = min(setting, lookup.MAX_DRAFT)
+        if self.draft_engine is not None:
+            from edgellm.runtime.draft_model import ModelDrafter
+
+            drafter: lookup.LookupDrafter = ModelDrafter(setting, self._batch_costs, model=self.draft_engine)
+        else:
+            drafter = lookup.LookupDrafter(setting, self._batch_costs)
+        drafter.extend(prompt)
+        return drafter
 
     @functools.cached_property
     def state_key(self) -> bytes | None:
@@ -547,8 +579,7 @@ class Turn:
         sampler = eng._sampler(params)
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         limit = params.max_tokens if params.max_tokens > 0 else eng.n_ctx
-        drafter = lookup.LookupDrafter(min(params.draft, lookup.MAX_DRAFT), eng._batch_costs)
-        drafter.extend(self.prompt)
+        drafter = eng._drafter(self.prompt, params.draft)
         batch = llama_cpp.llama_batch_init(lookup.MAX_DRAFT + 1, 0, 1)
         stop = "length"
         try:

@@ -1,0 +1,114 @@
+"""Lookup decoding (`--draft auto`) against plain decoding (`--draft off`): generation tok/s on
+copy-heavy tasks (return code with one change, quote and fix a paragraph) and on free writing.
+
+Greedy, same prompt, same engine; within each repeat the two modes run back to back in alternating
+order, so that load from other work on the machine hits both; the ratio is the median of the
+per-repeat ratios. The answers of the two modes are compared token for token (must be equal).
+Models: the default model, and with --f16 a larger copy of it (its weights dequantized to F16 by
+llama.cpp, 2.5x the bytes). Writes the `lookup` section of docs/benchmarks.md.
+
+    .venv/bin/python -m bench.bench_lookup [--model PATH] [--f16] [--repeats 5] [--tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from bench.report import machine, write_section
+from edgellm.models.default_model import default_model_path
+from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams, default_threads
+from edgellm.runtime.lookup import DRAFT_AUTO, DRAFT_OFF
+
+CODE = '''def mean(values):
+    total = 0
+    for v in values:
+        total += v
+    return total / len(values)
+
+
+def variance(values):
+    m = mean(values)
+    total = 0
+    for v in values:
+        total += (v - m) ** 2
+    return total / len(values)
+'''
+PARAGRAPH = (
+    "The library opens at nine in the morning and closes at six in the evening. Visitors can borrow "
+    "up to five books at a time, and each book may be kept for three weeks. Late returns cost ten "
+    "cents per day. The reading room on the second floor is quiet and has free wifi."
+)
+TASKS = {  # name -> (kind, prompt)
+    "code": ("copy", f"Return this code with `total` renamed to `acc`, nothing else:\n\n{CODE}"),
+    "quote": ("copy", f"Repeat this paragraph exactly, then fix any mistake in it:\n\n{PARAGRAPH}"),
+    "free": ("free", "Write a short story about a robot who learns to paint."),
+}
+TARGETS = {"copy": 1.5, "free": 0.97}
+
+
+def run_task(engine: Engine, prompt: str, draft: int, tokens: int) -> tuple[float, list[int], float]:
+    engine.reset()
+    turn = engine.chat([{"role": "user", "content": prompt}], SamplingParams(temperature=0, max_tokens=tokens,
+                                                                           draft=draft))
+    turn.result()
+    return turn.stats.generation_tps, turn.tokens, turn.stats.acceptance_rate
+
+
+def measure(path: Path, args: argparse.Namespace) -> list[str]:
+    rows = []
+    with Engine(path, LoadOptions(n_ctx=2048, n_threads=args.threads, probe=False)) as engine:
+        for name, (kind, prompt) in TASKS.items():
+            plain, auto, ratios, accept = [], [], [], []
+            same = True
+            for i in range(args.repeats):
+                order = (DRAFT_OFF, DRAFT_AUTO) if i % 2 == 0 else (DRAFT_AUTO, DRAFT_OFF)
+                got = {draft: run_task(engine, prompt, draft, args.tokens) for draft in order}
+                plain.append(got[DRAFT_OFF][0])
+                auto.append(got[DRAFT_AUTO][0])
+                accept.append(got[DRAFT_AUTO][2])
+                ratios.append(auto[-1] / plain[-1])
+                same &= got[DRAFT_OFF][1] == got[DRAFT_AUTO][1]
+                print(f"{path.name} {name} {i + 1}/{args.repeats}: off {plain[-1]:.1f} tok/s, "
+                      f"auto {auto[-1]:.1f} tok/s, drafts kept {accept[-1]:.0%}", flush=True)
+            ratio = statistics.median(ratios)
+            rows.append(
+                f"| {path.name} | {name} ({kind}) | {statistics.median(plain):.1f} | {statistics.median(auto):.1f} | "
+                f"**{ratio:.2f}x** ({min(ratios):.2f}-{max(ratios):.2f}) | >= {TARGETS[kind]}x | "
+                f"{statistics.median(accept):.0%} | {'yes' if same else '**NO**'} |"
+            )
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=default_model_path())
+    ap.add_argument("--f16", action="store_true", help="also the model's F16 copy (the larger test model)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=default_threads())
+    args = ap.parse_args()
+    rows = measure(args.model, args)
+    if args.f16:
+        from bench.bench_gpu_precision import rewritten
+
+        with tempfile.TemporaryDirectory() as tmp:
+            rows += measure(rewritten(args.model, "F16", Path(tmp)), args)
+    table = (
+        "## Lookup decoding vs plain decoding\n\n"
+        f"`python -m bench.bench_lookup --repeats {args.repeats} --tokens {args.tokens}{' --f16' if args.f16 else ''}`"
+        f" — {machine()}; {args.threads} threads, greedy, n_ctx 2048. Each repeat runs `--draft off` and "
+        "`--draft auto` back to back in alternating order; speed-up = median of the per-repeat ratios (range). "
+        "The machine was shared with other engineers' builds and tests while this ran: single numbers "
+        "swing, the paired ratios less.\n\n"
+        "| model | task | off tok/s | auto tok/s | speed-up (range) | target | drafts kept | same tokens |\n"
+        "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+    )
+    write_section("lookup", table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

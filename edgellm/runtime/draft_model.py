@@ -1,0 +1,111 @@
+"""A draft model: a small model of the same vocabulary proposes tokens where lookup finds none.
+
+Lookup decoding (edgellm.runtime.lookup) drafts only what the conversation already holds. For new
+text a small model of the same family (the registry's `draft`, e.g. Qwen1.5-0.5B-Chat for
+Qwen1.5-7B-Chat) guesses the next tokens greedily; the big model verifies them exactly as it
+verifies lookup drafts (same `lookup.accept`, same exactness argument: the drafts only decide how
+many positions one batch evaluates). Where the conversation does hold a match, lookup's draft is
+used: it costs nothing to make.
+
+The draft model keeps its own KV cache of the conversation, trimmed to the common prefix before
+each draft (llama.cpp's speculative example does the same)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import llama_cpp
+import numpy as np
+
+from edgellm.errors import BadModelFile
+from edgellm.runtime import lookup
+
+if TYPE_CHECKING:
+    from edgellm.runtime.engine import Engine
+
+VOCAB_SLACK = 128  # llama.cpp's SPEC_VOCAB_MAX_SIZE_DIFFERENCE: padded embedding rows may differ
+AUTO_FIRST = 4  # draft length `auto` starts from, before it has measured anything
+
+
+def check_vocabulary(target: Engine, draft: Engine) -> None:
+    """The draft's tokens must mean the same to the target: same ids for the same pieces, same
+    BOS/EOS; sizes may differ by padding. One line naming both files otherwise."""
+    n_target = llama_cpp.llama_vocab_n_tokens(target._vocab)
+    n_draft = llama_cpp.llama_vocab_n_tokens(draft._vocab)
+    why = ""
+    if abs(n_target - n_draft) > VOCAB_SLACK:
+        why = f"{n_draft} tokens against {n_target}"
+    elif (target.bos_token, target.eos_token) != (draft.bos_token, draft.eos_token):
+        why = f"other BOS/EOS tokens ({draft.bos_token!r}/{draft.eos_token!r})"
+    else:
+        first = next((i for i in range(min(n_target, n_draft))
+                      if target.piece(i, special=True) != draft.piece(i, special=True)), None)
+        if first is not None:
+            theirs, ours = draft.piece(first, special=True), target.piece(first, special=True)
+            why = f"token {first} is {theirs!r} there, {ours!r} here"
+    if why:
+        raise BadModelFile(draft.path, f"cannot draft for {target.path.name}: another vocabulary ({why})")
+
+
+@dataclass
+class ModelDrafter(lookup.LookupDrafter):
+    """Lookup first; the draft model where lookup has nothing. ``setting`` as LookupDrafter's
+    (DRAFT_AUTO: the model's draft length follows its measured acceptance and cost)."""
+
+    model: Engine | None = None
+    _model_stats: lookup._Acceptance = field(default_factory=lookup._Acceptance)
+    _model_cost: float = 0.0  # seconds per drafted token, moving average
+    _from_model: bool = False
+
+    def draft(self, room: int) -> list[int]:
+        self._from_model = False
+        drafts = super().draft(room)
+        if drafts or room <= 0 or self.model is None or self.setting == lookup.DRAFT_OFF:
+            return drafts
+        k = self._model_length(room)
+        if not k:
+            return []
+        self._from_model = True
+        began = time.perf_counter()
+        drafts = self._greedy(k)
+        seconds = (time.perf_counter() - began) / max(len(drafts), 1)
+        self._model_cost = seconds if not self._model_cost else self._model_cost + 0.2 * (seconds - self._model_cost)
+        return drafts
+
+    def _model_length(self, room: int) -> int:
+        limit = min(room, lookup.MAX_DRAFT)
+        if self.setting != lookup.DRAFT_AUTO:
+            return min(limit, self.setting)
+        if not (self._model_cost and self.costs.one):
+            return min(limit, AUTO_FIRST)
+        extra = self.costs.rho + self._model_cost / self.costs.one  # per drafted token: verifying + drafting
+        return lookup.best_length(self._model_stats.rate(), extra, limit)
+
+    def _greedy(self, k: int) -> list[int]:
+        """k tokens the draft model finds most likely after the conversation so far."""
+        eng = self.model
+        assert eng is not None
+        n_vocab = llama_cpp.llama_vocab_n_tokens(eng._vocab)
+        out: list[int] = []
+        with eng._lock:
+            eng._reuse_prefix(self.tokens)
+            pending = self.tokens[len(eng._cached):]
+            for _ in range(k):
+                if not eng._decode(pending) or len(eng._cached) + 1 >= eng.n_ctx:
+                    break
+                row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(eng._ctx, -1), shape=(n_vocab,))
+                token = int(row.argmax())
+                out.append(token)
+                pending = [token]
+        return out
+
+    def result(self, n_drafts: int, n_accepted: int) -> None:
+        if self._from_model and n_drafts:
+            self._model_stats.accepted += n_accepted
+            self._model_stats.tried += n_accepted + (n_accepted < n_drafts)
+            self.drafted += n_drafts
+            self.accepted += n_accepted
+            return
+        super().result(n_drafts, n_accepted)
