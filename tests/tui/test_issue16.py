@@ -19,8 +19,9 @@ from edgellm.tui.widgets.status_bar import SEPARATOR, Status
 from tests.tui.conftest import chat_view, send, wait_idle
 
 pytestmark = pytest.mark.anyio
-FULL = Status("qwen1.5-0.5b-chat:Q4_K_M", "Q4_K_M", 280.4, 78.06, 0.1234, 412, 2048, 310_000_000, "100% CPU",
-              "writing…")  # fmt: skip
+FULL = Status(model="qwen1.5-0.5b-chat:Q4_K_M", file_type="Q4_K_M", prompt_tps=280.4, generation_tps=78.06,
+              ttft_seconds=0.1234, context_used=412, context_size=2048, rss_bytes=310_000_000, split="100% CPU",
+              activity="writing…")  # fmt: skip
 
 
 def titles(app: ChatApp) -> list[str]:

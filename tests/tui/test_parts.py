@@ -58,7 +58,8 @@ def test_layer_split_reads_like_ollama_ps(gpu_layers: int, blocks: int, offload:
 
 def test_status_line_shows_only_what_is_known() -> None:
     assert Status().line() == "no model"
-    line = Status("SmolLM2", "Q4_1", 280.4, 78.06, 0.1234, 412, 2048, 310_000_000, "100% CPU").line()
+    line = Status(model="SmolLM2", file_type="Q4_1", prompt_tps=280.4, generation_tps=78.06, ttft_seconds=0.1234,
+                  context_used=412, context_size=2048, rss_bytes=310_000_000, split="100% CPU").line()
     assert (
         line
         == "SmolLM2 Q4_1 │ prompt 280 tok/s │ gen 78.1 tok/s │ TTFT 123 ms │ ctx 412/2048 │ RAM 310.0 MB │ 100% CPU"
