@@ -132,3 +132,24 @@ def test_eval_checks_the_vocabularies_before_scoring(tmp_path: Path) -> None:
     done = edgellm("eval", "default", "--ref", str(other))
     assert done.returncode == 1 and "different vocabularies" in done.stderr
     assert "chunk" not in done.stderr, "refused before the reference was scored"
+
+
+def test_bench_interrupted_prints_what_it_measured_and_exits_130() -> None:
+    import os
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "edgellm", "bench", "default", "--threads", "1,2", "-p", "16",
+                             "-n", "4", "-r", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    assert proc.stderr is not None
+    seen = ""
+    while "benchmark 2/2" not in seen:  # the first setting is measured, the second has started
+        line = proc.stderr.readline()
+        assert line, seen
+        seen += line
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole group
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted: 1 of 2 settings measured" in err and "Traceback" not in err
+    rows = [line for line in out.splitlines() if line.startswith("| llama")]
+    assert len(rows) == 1 and "|       1 |" in rows[0], out
