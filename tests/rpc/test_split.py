@@ -42,7 +42,9 @@ def test_greedy_text_through_workers_is_the_local_text(default_model: Path, star
     workers = [start_worker() for _ in range(n_workers)]
     before = [vm_rss(w.pid) for w in workers]
     rpc = ",".join(w.endpoint for w in workers)
-    split = run_cli("run", str(default_model), PROMPT, *GREEDY, "--rpc", rpc, "--gpu-layers", layers, "--verbose")
+    # --log: llama.cpp's log (buffers, layer assignment); --verbose alone is edgellm's statistics
+    split = run_cli("run", str(default_model), PROMPT, *GREEDY, "--rpc", rpc, "--gpu-layers", layers, "--verbose",
+                    "--log")  # fmt: skip
     assert split.returncode == 0, split.stderr[-3000:]
     assert len(local.stdout) > 200 and split.stdout == local.stdout
     buffers = model_buffers(split.stderr)
@@ -64,7 +66,7 @@ def test_placement_shown_is_llamas(default_model: Path, start_worker) -> None:
     placement = json.loads(shown.stdout)["placement"]
     assert [h["holder"] for h in placement] == ["here", *(w.endpoint for w in workers)]
     assert all(h["layers"] for h in placement)  # free memory is alike: every holder gets a share
-    loaded = run_cli("run", str(default_model), "hi", "--rpc", rpc, "--max-tokens", "1", "--verbose")
+    loaded = run_cli("run", str(default_model), "hi", "--rpc", rpc, "--max-tokens", "1", "--verbose", "--log")
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     devices = {"CPU": "here", "RPC0": workers[0].endpoint, "RPC1": workers[1].endpoint}
     where = {il: devices[dev] for il, dev in assigned_layers(loaded.stderr).items()}
@@ -82,7 +84,7 @@ def test_converted_model_split_matches_local(converted_model: Path, start_worker
     local = run_cli("run", str(converted_model), PROMPT, *GREEDY)
     assert local.returncode == 0, local.stderr
     rpc = ",".join(w.endpoint for w in (start_worker(), start_worker()))
-    split = run_cli("run", str(converted_model), PROMPT, *GREEDY, "--rpc", rpc, "--verbose")
+    split = run_cli("run", str(converted_model), PROMPT, *GREEDY, "--rpc", rpc, "--verbose", "--log")
     assert split.returncode == 0, split.stderr[-3000:]
     assert local.stdout.strip() and split.stdout == local.stdout
     assert sum(name.startswith("RPC0[") for name in model_buffers(split.stderr)) == 2
