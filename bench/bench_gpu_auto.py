@@ -42,7 +42,15 @@ print(rc, flush=True)
 sys.stdin.read()
 """
 OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
-CHOSE = re.compile(r"--gpu-layers auto: (\d+) of (\d+) layers on the GPU \(needs (\d+) MiB of (\d+) MiB free")
+SIZE = r"([\d.]+ [KMGT]?B)"  # edgellm.units.human_bytes: decimal units, one decimal
+CHOSE = re.compile(rf"--gpu-layers auto: (\d+) of (\d+) layers on the GPU \(needs {SIZE} of {SIZE} free")
+UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+
+
+def size_bytes(text: str) -> int:
+    """`196.1 MB` -> 196100000 (what human_bytes printed, to its precision)."""
+    number, unit = text.split()
+    return round(float(number) * UNITS[unit])
 
 
 def gpu_free() -> int:
@@ -91,7 +99,7 @@ def run_watching_vram(model: str) -> tuple[subprocess.CompletedProcess[str], int
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        result = edgellm("run", model, "What is the capital of France?", "--gpu-layers", "auto", "--verbose",
+        result = edgellm("run", model, "What is the capital of France?", "--gpu-layers", "auto", "--verbose", "--log",
                          "--temperature", "0", "--max-tokens", "48", "--system", "You are a helpful assistant.")
     finally:
         done.set()
@@ -108,8 +116,8 @@ def scenario(name: str, model: str, leave_free: int | None, context: int) -> dic
     chose, offloaded = CHOSE.search(result.stderr), OFFLOADED.search(result.stderr)
     if chose is None:
         raise SystemExit(f"`edgellm run --verbose` did not say what auto chose:\n{result.stderr[-2000:]}")
-    on_gpu, _, needed_mib, free_mib = map(int, chose.groups())
-    free, needed = free_mib << 20, needed_mib << 20
+    on_gpu = int(chose.group(1))
+    needed, free = size_bytes(chose.group(3)), size_bytes(chose.group(4))
     return {
         "scenario": name, "free": free, "auto": on_gpu, "processor": shown["processor"],
         "offloaded": offloaded.group(0) if offloaded else "none", "planned_vram": needed,

@@ -78,4 +78,6 @@ def test_auto_bench_reads_what_run_verbose_prints(layers: int) -> None:
     fit = GpuFit(layers, 30, 187 << 20, 14_495 << 20, 1 << 30)
     found = bench_gpu_auto.CHOSE.search(f"edgellm: {fit.describe()}\n")
     assert found is not None
-    assert tuple(map(int, found.groups())) == (30 if layers < 0 else layers, 30, 187, 14_495)
+    assert (int(found.group(1)), int(found.group(2))) == (30 if layers < 0 else layers, 30)
+    sizes = bench_gpu_auto.size_bytes(found.group(3)), bench_gpu_auto.size_bytes(found.group(4))
+    assert sizes == pytest.approx((187 << 20, 14_495 << 20), rel=1e-3)
