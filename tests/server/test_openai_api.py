@@ -20,7 +20,10 @@ from tests.server.conftest import MODEL, Server, serve
 QUESTIONS = ["What is the capital of France?", "Name three colors.", "Count from 1 to 5.", "Who wrote Hamlet?"]
 UI = "https://ui.example"  # the one origin allowed to call from a browser
 SHORT = 12  # tokens per answer: the tests check shapes and behaviour, not prose
-NEAR_TIE = 0.05  # nats: well above batched-vs-single rounding, far below a real preference
+# nats. Measured here: 4 of 24 greedy answers parted between a run alone and four at once, each time
+# at one token whose two likeliest candidates were 0.004-0.084 apart; alone runs themselves part
+# that way between cache states (a prompt read whole or from the cache runs other kernels).
+NEAR_TIE = 0.2
 LONG = "Count from 1 to 30, one number per line."  # needs more than SHORT tokens
 
 
@@ -170,6 +173,8 @@ def test_four_streams_at_once_match_greedy_answers_alone(client: openai.OpenAI) 
             if k < len(toks):
                 top = toks[k].top_logprobs
                 assert top[0].logprob - top[1].logprob < NEAR_TIE, (text_a, text_b)
+        for a, b in zip(toks_a[:k], toks_b[:k], strict=True):  # and before it, the numbers agree as closely
+            assert abs(a.logprob - b.logprob) < NEAR_TIE, (text_a, text_b)
 
 
 class Answer(BaseModel):
