@@ -82,13 +82,13 @@ def test_ps_lists_a_live_runner_and_forgets_a_dead_one(default_model: Path) -> N
         pid = engine.runner.proc.pid
         "".join(engine.chat([{"role": "user", "content": "hi"}], SamplingParams(max_tokens=4)))
         (row,) = json.loads(edgellm("ps", "--json").stdout)
-        assert row["pid"] == pid and row["parent_pid"] == os.getpid() and row["name"] == "default"
+        assert row["pid"] == pid and row["parent_pid"] == os.getpid() and row["name"] == "SmolLM2-135M-Instruct"
         assert row["kind"] == "chat" and row["n_ctx"] == 512 and row["processor"] == "100% CPU"
         rss = psutil.Process(pid).memory_info().rss
         assert 0.5 * rss < row["rss"] < 2 * rss and row["cpu_percent"] >= 0
         table = edgellm("ps").stdout.splitlines()
         assert table[0].split() == ["NAME", "PID", "KIND", "MEMORY", "CPU", "PROCESSOR", "CONTEXT", "STARTED"]
-        assert table[1].split()[:3] == ["default", str(pid), "chat"] and "100% CPU" in table[1]
+        assert table[1].split()[:3] == ["SmolLM2-135M-Instruct", str(pid), "chat"] and "100% CPU" in table[1]
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait()
         stale = status_file(dead.pid)  # what a runner killed with -9 leaves

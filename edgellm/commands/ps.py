@@ -15,9 +15,10 @@ import psutil
 
 from edgellm import paths
 from edgellm.commands.list import ago, table
+from edgellm.models.identity import model_label
 from edgellm.runtime.hardware import gpu_offload_supported
 from edgellm.runtime.placement import layer_split
-from edgellm.units import human_bytes, model_label
+from edgellm.units import human_bytes
 
 CPU_SAMPLE_S = 0.2  # how long CPU use is measured over
 

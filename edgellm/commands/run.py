@@ -27,10 +27,10 @@ from edgellm.commands.options import (
     sampling_params,
 )
 from edgellm.errors import EdgeLLMError
+from edgellm.models.identity import model_label
 from edgellm.models.resolve import looks_like_path, resolve_model
 from edgellm.runtime.client import RemoteEngine, RemoteTurn
 from edgellm.runtime.engine import SamplingParams
-from edgellm.units import model_label
 
 _DONE = object()
 

@@ -9,6 +9,7 @@ naming convention (`Qwen2.5-0.5B-Instruct-Q4_K_M.gguf`), and only for generic fi
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from edgellm import paths
 from edgellm.errors import EdgeLLMError
 from edgellm.models import default_model, registry
+from edgellm.models.resolve import looks_like_path
 
 # file names that say nothing about the model: the header's name is better
 _GENERIC_TITLES = frozenset({"model", "ggml-model", "gguf-model", "ggml", "gguf", "weights", "consolidated"})
@@ -79,3 +81,19 @@ def default_system(path: str | os.PathLike[str]) -> str | None:
     model's own template decides, as for any file the registry does not know)."""
     entry = entry_for(path)
     return entry.system if entry is not None else None
+
+
+@functools.lru_cache(maxsize=256)
+def model_label(model: str) -> str:
+    """The one name a model is shown by (banners, status bar, message headers, sidebar, exports,
+    `ps`), from the handle the user gave: `default` and registry names by the registry's name
+    (`SmolLM2-135M-Instruct`), a file by its own name as given (a symlink keeps the name it was
+    given), without `.gguf` and the type (shown beside it); anything else as typed, without `:TYPE`."""
+    if looks_like_path(model):
+        return file_title(model.rstrip("/" + os.sep)) or model
+    name = model.partition(":")[0]
+    try:
+        entry = registry.load().get(default_model.REGISTRY_NAME if name == "default" else name)
+    except EdgeLLMError:  # an unreadable user models.toml: the commands that read it say so
+        entry = None
+    return entry.display_name if entry is not None else name

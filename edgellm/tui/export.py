@@ -9,8 +9,8 @@ from pathlib import Path
 
 from edgellm import durable
 from edgellm.errors import EdgeLLMError
+from edgellm.models.identity import model_label
 from edgellm.tui.sessions import STATE_LABELS, Chat, Message
-from edgellm.units import model_label
 
 ROLE_HEADINGS = {"user": "You", "assistant": "Assistant"}
 

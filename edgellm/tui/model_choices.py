@@ -11,11 +11,12 @@ from edgellm.errors import EdgeLLMError
 from edgellm.models import registry
 from edgellm.models.default_model import default_model_path
 from edgellm.models.gguf_file import inspect
+from edgellm.models.identity import model_label
 from edgellm.models.resolve import resolve_model
 from edgellm.models.store import Store
 from edgellm.runtime import planner
 from edgellm.runtime.hardware import Machine, probe
-from edgellm.units import human_bytes, model_label
+from edgellm.units import human_bytes
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def test_status_bar_drops_whole_fields_at_narrow_widths(width: int) -> None:
     assert len(line) <= width
     shown = line.split(SEPARATOR)
     assert all(part in whole for part in shown), "no field is cut"
-    assert shown[0] == "qwen1.5-0.5b-chat Q4_K_M", "the model is always there, by its one name"
+    assert shown[0] == "Qwen1.5-0.5B-Chat Q4_K_M", "the model is always there, by its one (registry) name"
     assert shown == [t for t in whole if t in shown], "in the same order"
     if width >= len(SEPARATOR.join(whole)):
         assert shown == whole

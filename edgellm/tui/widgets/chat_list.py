@@ -5,13 +5,13 @@ from __future__ import annotations
 from textual.binding import Binding
 from textual.widgets import Label, ListItem, ListView
 
+from edgellm.models.identity import model_label
 from edgellm.models.resolve import looks_like_path
 from edgellm.tui.sessions import Chat
-from edgellm.units import model_label
 
 
 def sidebar_label(model: str) -> str:
-    """The model's one name (edgellm.units.model_label), with the type a store reference names."""
+    """The model's one name (edgellm.models.identity.model_label), with the type a store reference names."""
     _, _, qtype = model.partition(":")
     return model_label(model) + (f" {qtype}" if qtype and not looks_like_path(model) else "")
 

@@ -18,6 +18,7 @@ from textual.timer import Timer
 from textual.widget import Widget
 
 from edgellm.errors import EdgeLLMError
+from edgellm.models.identity import model_label
 from edgellm.runtime.engine import LoadOptions
 from edgellm.runtime.placement import layer_split
 from edgellm.tui.answer import Answer, produce
@@ -27,7 +28,6 @@ from edgellm.tui.sessions import NEW_CHAT_TITLE, Chat, Message, SessionStore
 from edgellm.tui.widgets.message import MessageView, NoticeView
 from edgellm.tui.widgets.prompt import PromptInput
 from edgellm.tui.widgets.status_bar import StatusBar
-from edgellm.units import model_label
 
 FLUSH_SECONDS = 0.1  # repaint (and save) a streaming answer at most 10 times a second
 STATUS_LIVE_SECONDS = 0.5  # the live speed in the status bar, at most twice a second

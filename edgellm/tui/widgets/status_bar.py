@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from textual.widgets import Static
 
-from edgellm.units import human_bytes, model_label
+from edgellm.models.identity import model_label
+from edgellm.units import human_bytes
 
 SEPARATOR = " │ "
 
