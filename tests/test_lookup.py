@@ -62,17 +62,23 @@ def test_drafter_proposes_what_followed_the_longest_recent_match() -> None:
 
 
 def test_auto_drafts_only_where_it_pays() -> None:
-    assert lookup.best_length(a=0.3, rho=0.8, limit=16) == 0  # free writing on a small model: plain decoding
-    assert lookup.best_length(a=0.99, rho=0.8, limit=16) >= 4  # copying: several tokens per batch
-    assert lookup.best_length(a=0.99, rho=0.05, limit=16) == 16  # ... as many as allowed where batches are cheap
-    assert 1 <= lookup.best_length(a=0.9, rho=0.1, limit=16) < 16  # cheap batches (memory-bound model)
-    assert lookup.best_length(a=0.99, rho=0.8, limit=0) == 0
+    def line(rho: float):  # noqa: ANN202 - a cost curve: a batch of b tokens costs 1 + rho * (b - 1)
+        return lambda b: 1 + rho * (b - 1)
+
+    assert lookup.best_length(a=0.3, cost=line(0.8), limit=16) == 0  # free writing on a small model: plain decoding
+    assert lookup.best_length(a=0.99, cost=line(0.8), limit=16) >= 4  # copying: several tokens per batch
+    assert lookup.best_length(a=0.99, cost=line(0.05), limit=16) == 16  # ... as many as allowed where batches are cheap
+    assert 1 <= lookup.best_length(a=0.9, cost=line(0.1), limit=16) < 16
+    assert lookup.best_length(a=0.99, cost=line(0.8), limit=0) == 0
     assert lookup.expected_tokens(0.5, 2) == pytest.approx(1.75)
     costs = lookup.BatchCosts()
+    assert costs(1) == 1 and costs(5) == pytest.approx(1 + 4 * lookup.PRIOR_RHO)  # not measured: optimistic
     costs.record(1, 0.010)
-    for _ in range(100):
-        costs.record(5, 0.014)  # a 5-token batch at 1.4x one token: rho -> 0.1
-    assert costs.rho == pytest.approx(0.1, abs=0.01)
+    for _ in range(50):
+        costs.record(5, 0.040)  # measured: a 5-token batch costs 4x one token here
+    assert costs(5) == pytest.approx(4.0, rel=0.01)
+    only_five = lambda b: costs(b) if b == 5 else 99  # noqa: E731
+    assert lookup.best_length(a=0.85, cost=only_five, limit=16) == 0  # so 4 drafts do not pay
 
 
 def test_parse_draft() -> None:

@@ -80,8 +80,8 @@ class ModelDrafter(lookup.LookupDrafter):
             return min(limit, self.setting)
         if not (self._model_cost and self.costs.one):
             return min(limit, AUTO_FIRST)
-        extra = self.costs.rho + self._model_cost / self.costs.one  # per drafted token: verifying + drafting
-        return lookup.best_length(self._model_stats.rate(), extra, limit)
+        drafting = self._model_cost / self.costs.one  # per drafted token, against one step of this model
+        return lookup.best_length(self._model_stats.rate(), lambda b: self.costs(b) + drafting * (b - 1), limit)
 
     def _greedy(self, k: int) -> list[int]:
         """k tokens the draft model finds most likely after the conversation so far."""

@@ -18,10 +18,10 @@ many positions one `llama_decode` evaluates.
 
 When it pays. A batch of b tokens costs more than one token (on 2 CPU cores with the 135M default
 model close to b times as much, on larger, memory-bound models far less), so `auto` drafts only
-where it expects to win: it measures the batch cost of this machine and model as it goes
-(`BatchCosts`, kept by the engine across turns) and the acceptance of drafts per match length in
-this turn (`LookupDrafter`), and picks the draft length k that maximises expected tokens per unit
-of time, sum(a^i, i=0..k) / (1 + rho*k), drafting nothing when no k beats plain decoding."""
+where it expects to win: it measures the cost of each batch size on this machine and model as it
+goes (`BatchCosts`, kept by the engine across turns) and the acceptance of drafts per match length
+in this turn (`LookupDrafter`), and picks the draft length k that maximises expected tokens per
+unit of time, sum(a^i, i=0..k) / cost(k+1), drafting nothing when no k beats plain decoding."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ NGRAM_MIN, NGRAM_MAX = 2, 6  # match lengths looked up, longest first
 # `auto`'s prior beliefs, replaced by measurements as the turn goes:
 PRIOR_ACCEPT = 0.85  # per-token acceptance of a fresh match length, worth PRIOR_WEIGHT drafts
 PRIOR_WEIGHT = 2.0
-PRIOR_RHO = 0.8  # extra cost of each drafted token, relative to one decode (2-core CPU, small model)
+PRIOR_RHO = 0.3  # extra cost of each drafted token until measured, relative to one decode (optimistic)
 MIN_GAIN = 1.02  # draft only where the expected speed-up beats this
 
 
@@ -71,11 +71,12 @@ def expected_tokens(a: float, k: int) -> float:
     return float(k + 1) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
 
 
-def best_length(a: float, rho: float, limit: int) -> int:
-    """The draft length 0..limit with the most expected tokens per unit of time (0: do not draft)."""
+def best_length(a: float, cost: Callable[[int], float], limit: int) -> int:
+    """The draft length 0..limit with the most expected tokens per unit of time (0: do not draft);
+    ``cost(b)``: what a batch of b tokens costs against one token."""
     best, best_rate = 0, MIN_GAIN
     for k in range(1, limit + 1):
-        rate = expected_tokens(a, k) / (1.0 + rho * k)
+        rate = expected_tokens(a, k) / cost(k + 1)
         if rate > best_rate:
             best, best_rate = k, rate
     return best
@@ -83,20 +84,27 @@ def best_length(a: float, rho: float, limit: int) -> int:
 
 @dataclass
 class BatchCosts:
-    """How much a batch of b tokens costs against one, measured on this machine and model:
-    cost(b) = cost(1) * (1 + rho * (b - 1)), a line fitted by moving averages. A machine shared with
-    other work swings, so the averages are slow and rho is kept in a sane range."""
+    """What a batch of b tokens costs against one token, measured on this machine and model (a
+    moving average per batch size; kept by the engine across turns). It is not a straight line: on
+    a small quantized model two tokens cost nearly twice one, on an F16 one sixteen cost a few times
+    one (llama.cpp switches to matrix-matrix kernels). A size not measured yet is assumed to cost
+    1 + PRIOR_RHO * (b - 1): optimistic, so that `auto` tries it once where acceptance is high,
+    measures it, and drops it if it does not pay."""
 
     one: float = 0.0  # seconds of a one-token step
-    rho: float = PRIOR_RHO
-    alpha: float = 0.1
+    ratios: dict[int, float] = field(default_factory=dict)  # batch size -> cost / one-token cost
+    alpha: float = 0.2
 
     def record(self, size: int, seconds: float) -> None:
         if size == 1:
             self.one = seconds if not self.one else self.one + self.alpha * (seconds - self.one)
         elif self.one:
-            sample = (seconds / self.one - 1.0) / (size - 1)
-            self.rho = min(max(self.rho + self.alpha * (sample - self.rho), 0.02), 2.0)
+            sample = seconds / self.one
+            old = self.ratios.get(size)
+            self.ratios[size] = sample if old is None else old + self.alpha * (sample - old)
+
+    def __call__(self, size: int) -> float:
+        return 1.0 if size <= 1 else self.ratios.get(size, 1.0 + PRIOR_RHO * (size - 1))
 
 
 @dataclass
@@ -150,7 +158,7 @@ class LookupDrafter:
                 continue
             auto = self.setting == DRAFT_AUTO
             limit = min(room, len(toks) - start, MAX_DRAFT if auto else self.setting)
-            k = best_length(self._stats.setdefault(n, _Acceptance()).rate(), self.costs.rho, limit) if auto else limit
+            k = best_length(self._stats.setdefault(n, _Acceptance()).rate(), self.costs, limit) if auto else limit
             self._last_n = n
             return toks[start : start + k]
         return []
