@@ -31,11 +31,6 @@ ALLOWED: dict[str, set[str]] = {
     "cli": BOTTOM | {"edgellm.commands"},
     **{q: RUNTIME | QUANTIZE for q in QUANTIZE},
 }
-# Known breaches, each with its fix; the test fails once one is gone, so the list only shrinks.
-TO_FIX: dict[tuple[str, str], str] = {
-    ("edgellm.measure", "quantize"): "quant_report.quantize_and_report runs the quantizer: it belongs in "
-    "edgellm/commands (the `quantize --report` verb), which may import both",
-}
 
 
 def modules() -> dict[str, Path]:
@@ -113,14 +108,14 @@ def test_every_package_has_its_place_in_the_layers() -> None:
 
 def test_packages_import_only_the_layers_below() -> None:
     bad = {pair: lines for pair, lines in EDGES.items()
-           if pair[1] not in ALLOWED[pair[0]] and not _nested(*pair) and pair not in TO_FIX}  # fmt: skip
+           if pair[1] not in ALLOWED[pair[0]] and not _nested(*pair)}  # fmt: skip
     assert not bad, "\n".join(f"{a} may not import {b}: {lines}" for (a, b), lines in bad.items())
 
 
 def test_no_cycle_between_sibling_packages() -> None:
     graph: dict[str, set[str]] = {}
     for a, b in EDGES:
-        if not _nested(a, b) and (a, b) not in TO_FIX:
+        if not _nested(a, b):
             graph.setdefault(a, set()).add(b)
     cycles = [c for c in (_cycle_from(start, graph) for start in graph) if c]
     assert not cycles, f"import cycles: {cycles} ({[EDGES[(c[0], c[1])] for c in cycles]})"
@@ -138,12 +133,6 @@ def test_the_product_never_imports_benches_or_tests() -> None:
                 continue
             found += [f"{module} -> {n}" for n in names if n.partition(".")[0] in ("bench", "tests")]
     assert not found, found
-
-
-@pytest.mark.parametrize("pair", list(TO_FIX))
-def test_known_breaches_still_exist(pair: tuple[str, str]) -> None:
-    """When one is fixed, delete it from TO_FIX (and from docs/architecture.md's list)."""
-    assert pair in EDGES, f"{pair} is fixed: remove it from TO_FIX"
 
 
 def test_the_checker_sees_lazy_and_relative_imports(tmp_path: Path) -> None:

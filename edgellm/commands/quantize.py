@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         return lora_only(args)
     run_quantize = quantize.run
     if args.report:
-        from edgellm.measure.quant_report import quantize_and_report as run_quantize
+        from edgellm.commands.quantize_report import quantize_and_report as run_quantize
     asked = args.imatrix is not None or args.calibration or args.chunks
     outputs = run_quantize(
         args.src, args.type, out=args.output, outdir=args.outdir, threads=args.threads, force=args.force,

@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import math
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from edgellm.errors import EdgeLLMError
 from edgellm.measure import plot
 from edgellm.measure.benchmark import Rate, generation_rate, markdown_table
 from edgellm.measure.evaluate import EvalPlan, EvalResult, OnChunk, chunk_progress, compare_loaded, prepare_reference
-from edgellm.models.gguf_file import GGUFInfo, inspect
+from edgellm.models.gguf_file import GGUFInfo
+from edgellm.runtime import isolated
 from edgellm.units import human_bytes
 
-_FLOAT_FILE_TYPES = frozenset({"F16", "BF16", "F32"})
+FLOAT_FILE_TYPES = frozenset({"F16", "BF16", "F32"})
 # What `--report` measures: llama-perplexity's defaults on the bundled text, llama-bench's tg128 x 3.
 REPORT_PLAN = EvalPlan()
 GEN_TOKENS, GEN_REPS = 128, 3
@@ -112,63 +112,27 @@ def write_plot(rows: list[ReportRow], path: Path) -> None:
     )
 
 
-def report(reference: Path, outputs: list[Path], png: Path) -> list[ReportRow]:
-    """What `edgellm quantize --report` runs: progress on stderr, the table on stdout, the PNG."""
+def report(reference: Path, outputs: list[Path], png: Path) -> None:
+    """What `edgellm quantize --report` runs: progress on stderr, the table on stdout, the PNG. The
+    models are loaded in a child process (edgellm.runtime.isolated): llama.cpp crashing on one of
+    them is a one-line error, not the command's death."""
+    request = {"reference": str(reference), "outputs": [str(o) for o in outputs], "png": str(png),
+               "plan": asdict(REPORT_PLAN), "n_gen": GEN_TOKENS, "reps": GEN_REPS, "tty": sys.stderr.isatty()}
+    answer = isolated.run("edgellm.measure.quant_report:report_job", request, path=reference,
+                          what="quantization report")
+    print(answer["table"])
+    print(f"plot: {png}")
+
+
+def report_job(request: dict[str, Any]) -> dict[str, str]:
+    """Child side of report: every row measured, the plot written, the table returned."""
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    rows = build_report(reference, outputs, REPORT_PLAN, GEN_TOKENS, GEN_REPS, chunk_progress(), log)
-    print(table(rows))
-    write_plot(rows, png)
-    print(f"plot: {png}")
-    return rows
-
-
-def quantize_and_report(
-    src: str, types: str, *, out: str | None, outdir: str | None, threads: int | None, force: bool,
-    loras: Sequence[str] = (), imatrix: object | None = None,
-) -> list:  # fmt: skip
-    """`edgellm quantize SRC --type ... --report`: quantize, then report every output against the
-    float model. The reference is SRC if it is a float GGUF, the float output if one was asked
-    for, else an f16 written to a temporary folder beside the outputs and deleted afterwards.
-    With ``imatrix`` (an ImatrixRequest) each type is also quantized without the matrix, in a
-    temporary folder, and reported beside the weighted output."""
-    import quantize
-    from quantize.llamacpp import parse_types
-
-    wanted = parse_types(types)
-    source = Path(src).expanduser()
-    folder = Path(out).expanduser().parent if out else Path(outdir).expanduser() if outdir else source.parent
-    if source.is_dir() and not out and not outdir:
-        folder = source
-    png = folder / f"{source.stem}-quant-report.png"
-    if png.exists() and not force:
-        raise EdgeLLMError(f"{png}: already exists (the report plot); pass --force to overwrite it")
-    common = {"out": out, "outdir": outdir, "threads": threads, "force": force, "imatrix": imatrix}
-    # without a matrix too, for the types llama.cpp quantizes without one
-    plain = [t for t in wanted if not t.is_float and not t.needs_imatrix] if imatrix is not None else []
-
-    def report_all(ref: Path, weighted: list[Path]) -> None:
-        with tempfile.TemporaryDirectory(dir=folder, prefix=".edgellm-report-") as scratch:
-            unweighted = [o.path for o in quantize.run(ref, plain, outdir=scratch, threads=threads)] if plain else []
-            report(ref, unweighted + weighted, png)
-
-    if source.is_file():
-        if inspect(source).file_type not in _FLOAT_FILE_TYPES:
-            raise EdgeLLMError(f"{source}: --report compares with the float model; give an f16/bf16/f32 GGUF as SRC")
-        outputs = quantize.run(source, wanted, **common)
-        report_all(source, [o.path for o in outputs])
-        return outputs
-    float_types = [t for t in wanted if t.is_float]
-    if float_types:
-        outputs = quantize.run(source, wanted, loras=loras, **common)
-        ref = next(o.path for o in outputs if o.type == float_types[0].name)
-        report_all(ref, [o.path for o in outputs if o.path != ref])
-        return outputs
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".edgellm-report-") as scratch:
-        ref = quantize.run(source, "f16", outdir=scratch, loras=loras)[0].path
-        outputs = quantize.run(ref, wanted, **{**common, "outdir": outdir or (None if out else str(folder))})
-        report_all(ref, [o.path for o in outputs])
-    return outputs
+    outputs = [Path(p) for p in request["outputs"]]
+    progress = chunk_progress(tty=request["tty"])
+    plan = EvalPlan(**request["plan"])
+    rows = build_report(Path(request["reference"]), outputs, plan, request["n_gen"], request["reps"], progress, log)
+    write_plot(rows, Path(request["png"]))
+    return {"table": table(rows)}
