@@ -453,7 +453,6 @@ class Engine:
         else:
             drafter = lookup.LookupDrafter(setting, self._batch_costs)
         drafter.extend(prompt)
-        self._batch_costs.new_turn()
         return drafter
 
     @functools.cached_property

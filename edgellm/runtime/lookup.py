@@ -20,7 +20,7 @@ When it pays. A batch of b tokens costs more than one token (on 2 CPU cores with
 model close to b times as much, on larger, memory-bound models far less), so `auto` drafts only
 where it expects to win: it measures the cost of each batch size on this machine and model as it
 goes (`BatchCosts`, kept by the engine across turns) and the acceptance of drafts per match length
-in recent turns (`LookupDrafter`), and picks the draft length k that maximises expected tokens per
+in this turn (`LookupDrafter`), and picks the draft length k that maximises expected tokens per
 unit of time, sum(a^i, i=0..k) / cost(k+1), drafting nothing when no k beats plain decoding."""
 
 from __future__ import annotations
@@ -83,17 +83,6 @@ def best_length(a: float, cost: Callable[[int], float], limit: int) -> int:
 
 
 @dataclass
-class _Acceptance:
-    """Per-token acceptance of drafts from one match length: a Beta posterior's mean."""
-
-    accepted: float = 0.0
-    tried: float = 0.0
-
-    def rate(self) -> float:
-        return (self.accepted + PRIOR_ACCEPT * PRIOR_WEIGHT) / (self.tried + PRIOR_WEIGHT)
-
-
-@dataclass
 class BatchCosts:
     """What a batch of b tokens costs against one token, measured on this machine and model (a
     moving average per batch size; kept by the engine across turns). It is not a straight line: on
@@ -105,13 +94,6 @@ class BatchCosts:
     one: float = 0.0  # seconds of a one-token step
     ratios: dict[int, float] = field(default_factory=dict)  # batch size -> cost / one-token cost
     alpha: float = 0.2
-    # how often drafts were kept, per match length; halved at each turn (new_turn), so that a chat
-    # that stops copying stops drafting, and one that starts copying soon drafts again
-    acceptance: dict[int, _Acceptance] = field(default_factory=dict)
-
-    def new_turn(self) -> None:
-        for stats in self.acceptance.values():
-            stats.accepted, stats.tried = stats.accepted / 2, stats.tried / 2
 
     def record(self, size: int, seconds: float) -> None:
         if size == 1:
@@ -123,6 +105,17 @@ class BatchCosts:
 
     def __call__(self, size: int) -> float:
         return 1.0 if size <= 1 else self.ratios.get(size, 1.0 + PRIOR_RHO * (size - 1))
+
+
+@dataclass
+class _Acceptance:
+    """Per-token acceptance of drafts from one match length: a Beta posterior's mean."""
+
+    accepted: float = 0.0
+    tried: float = 0.0
+
+    def rate(self) -> float:
+        return (self.accepted + PRIOR_ACCEPT * PRIOR_WEIGHT) / (self.tried + PRIOR_WEIGHT)
 
 
 @dataclass
@@ -139,6 +132,7 @@ class LookupDrafter:
     drafted: int = 0  # draft tokens proposed this turn
     accepted: int = 0  # of which the model agreed with
     _index: dict[tuple[int, ...], int] = field(default_factory=dict)
+    _stats: dict[int, _Acceptance] = field(default_factory=dict)
     _indexed: int = 0  # tokens[:_indexed] are in the index (built at the first draft, not before the first token)
     _last_n: int = 0
 
@@ -164,8 +158,7 @@ class LookupDrafter:
                 continue
             auto = self.setting == DRAFT_AUTO
             limit = min(room, len(toks) - start, MAX_DRAFT if auto else self.setting)
-            rate = self.costs.acceptance.setdefault(n, _Acceptance()).rate()
-            k = best_length(rate, self.costs, limit) if auto else limit
+            k = best_length(self._stats.setdefault(n, _Acceptance()).rate(), self.costs, limit) if auto else limit
             self._last_n = n
             return toks[start : start + k]
         return []
@@ -176,6 +169,6 @@ class LookupDrafter:
             return
         self.drafted += n_drafts
         self.accepted += n_accepted
-        stats = self.costs.acceptance.setdefault(self._last_n, _Acceptance())
+        stats = self._stats.setdefault(self._last_n, _Acceptance())
         stats.accepted += n_accepted
         stats.tried += n_accepted + (n_accepted < n_drafts)  # positions judged: up to the first miss
