@@ -4,8 +4,9 @@ with the collector on llama.cpp's graph callback.
 Chunking is llama-imatrix's (`compute_imatrix`): the text is tokenized once (BOS added if the
 model adds one, special tokens not parsed; NFC-normalized first for Qwen, as `edgellm eval` and
 Qwen's own tokenizer do, where llama-imatrix takes the bytes as they are), cut into consecutive
-chunks of n_ctx tokens (the tail that does not fill one is dropped), and each chunk is evaluated as a fresh sequence (KV
-cache cleared) whose first token becomes BOS when the vocabulary adds one. Every position asks
+chunks of n_ctx tokens (the tail that does not fill one is dropped), and each chunk is
+evaluated as a fresh sequence (KV cache cleared) whose first token becomes BOS when the
+vocabulary adds one. Every position asks
 for logits, as there: otherwise llama.cpp drops the positions nobody reads before the last
 layer's feed-forward and that layer's matrices would see one row. One chunk is one batch, so
 memory is the model plus one chunk's activations and logits."""
