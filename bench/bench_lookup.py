@@ -107,7 +107,8 @@ def main() -> None:
             rows += measure(rewritten(args.model, "F16", Path(tmp)), args)
     table = (
         "## Lookup decoding vs plain decoding\n\n"
-        f"`python -m bench.bench_lookup --repeats {args.repeats} --tokens {args.tokens}{' --f16' if args.f16 else ''}`"
+        f"`python -m bench.bench_lookup --repeats {args.repeats} --tokens {args.tokens}{' --f16' if args.f16 else ''}"
+        f" --threads {args.threads}`"
         f" — {machine()}; {args.threads} threads, greedy, n_ctx 2048. Each repeat runs `--draft off` and "
         "`--draft auto` back to back in alternating order; speed-up = median of the per-repeat ratios (range) of "
         "wall-clock generation tok/s; *CPU* = the same ratio per CPU second the process used after the first "
