@@ -197,3 +197,17 @@ def test_draft_model_of_another_vocabulary_is_refused(default_model: Path, tmp_p
     with (Engine(default_model, LoadOptions(n_ctx=512, probe=False, draft_model=str(other))) as eng,
           pytest.raises(BadModelFile, match="another vocabulary")):
         eng.draft_engine  # noqa: B018
+
+
+def test_registry_names_drafts_of_the_same_vocabulary(tmp_path: Path) -> None:
+    from edgellm.models import registry
+
+    bundled = registry.load([registry.BUNDLED])
+    assert bundled.lookup("qwen1.5-7b-chat").draft == "qwen1.5-0.5b-chat"
+    for entry in bundled:  # every bundled draft is a smaller model of the same family
+        if entry.draft:
+            assert bundled.lookup(entry.draft).shape.params < entry.shape.params
+    user = tmp_path / "models.toml"
+    user.write_text('[models."qwen1.5-7b-chat"]\ndraft = "llama-2-7b-chat"\n')
+    with pytest.raises(registry.RegistryError, match="another vocabulary"):
+        registry.load([registry.BUNDLED, user])
