@@ -2,15 +2,15 @@
 weighted by them, and the types that need one.
 
 How correctness is shown (item 4):
-- The matrix: in CI, against an independent computation from captured activations: transformers
+- The matrix: against an independent computation from captured activations: transformers
   runs the same checkpoint on the same token chunks and forward hooks on every nn.Linear sum its
-  input's squares (float64); edgellm's collector must agree within 1e-4 relative per entry. When
-  llama.cpp's own tools are built (`python -m bench.llama_tools llama-imatrix llama-quantize`,
-  ~12 min, so not in CI), `test_equals_llama_imatrix` also holds `edgellm imatrix` to
-  llama-imatrix on the same model, text and chunking.
-- The quantization: in CI, byte-identical to `llama_model_quantize` called with the matrix loaded
+  input's squares (float64); edgellm's collector must agree within 1e-4 relative per entry. And
+  `test_equals_llama_imatrix` holds `edgellm imatrix` to llama-imatrix itself on the same model,
+  text and chunking (llama.cpp's tools are built by the tests from the pinned sdist's sources,
+  bench/llama_tools.py: minutes on a fresh machine, cached after).
+- The quantization: byte-identical to `llama_model_quantize` called with the matrix loaded
   the way llama-quantize's `load_imatrix` loads it, transcribed here over gguf-py's reader (not
-  edgellm's), with llama-quantize's `quantize.imatrix.*` overrides; with the tools built,
+  edgellm's), with llama-quantize's `quantize.imatrix.*` overrides; and
   `test_byte_identical_to_llama_quantize` compares with the llama-quantize binary itself.
 """
 
@@ -437,17 +437,17 @@ def test_bundled_mix_keeps_its_proportions_in_any_prefix() -> None:
 LLAMA_ROOT = llama_tools.default_root()  # resolved at import, before the fixtures isolate XDG_CACHE_HOME
 
 
-def _tool(name: str) -> Path:
-    path = llama_tools.build_dir(LLAMA_ROOT) / "bin" / name
-    if not path.is_file():
-        pytest.skip(f"{name} not built (python -m bench.llama_tools llama-imatrix llama-quantize)")
-    return path
+@pytest.fixture(scope="session")
+def llama_cpp_tools() -> dict[str, Path]:
+    """llama.cpp's own llama-imatrix and llama-quantize, built from the pinned sdist's vendored
+    sources with set-up's CPU flags (bench/llama_tools.py): minutes the first time, cached after."""
+    return llama_tools.build(["llama-imatrix", "llama-quantize"], root=LLAMA_ROOT)
 
 
-def test_equals_llama_imatrix(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+def test_equals_llama_imatrix(tiny: tuple[Path, Path], tmp_path: Path, llama_cpp_tools: dict[str, Path]) -> None:
     """`edgellm imatrix` and llama-imatrix on the same model, text file and chunking: every entry
     within 1e-4 relative, the same counts, chunk count and size."""
-    tool = _tool("llama-imatrix")
+    tool = llama_cpp_tools["llama-imatrix"]
     text = tmp_path / "calib.txt"
     text.write_text((DATA / "calibration_en.txt").read_text(encoding="utf-8"), encoding="utf-8")
     theirs = tmp_path / "theirs.gguf"
@@ -463,10 +463,12 @@ def test_equals_llama_imatrix(tiny: tuple[Path, Path], tmp_path: Path) -> None:
         np.testing.assert_allclose(mine.entries[name].sums, e.sums, rtol=1e-4, err_msg=name)
 
 
-def test_byte_identical_to_llama_quantize(tiny: tuple[Path, Path], tiny_matrix: Path, tmp_path: Path) -> None:
+def test_byte_identical_to_llama_quantize(
+    tiny: tuple[Path, Path], tiny_matrix: Path, tmp_path: Path, llama_cpp_tools: dict[str, Path]
+) -> None:
     """The llama-quantize binary fed the same file (run from its folder, so that it records the
     same bare file name edgellm records) writes the same bytes as `edgellm quantize --imatrix`."""
-    tool = _tool("llama-quantize")
+    tool = llama_cpp_tools["llama-quantize"]
     shutil.copy(tiny_matrix, tmp_path / tiny_matrix.name)
     for type_name in ("iq2_xs", "q2_k", "iq3_m"):
         theirs = tmp_path / f"theirs-{type_name}.gguf"
@@ -478,9 +480,9 @@ def test_byte_identical_to_llama_quantize(tiny: tuple[Path, Path], tiny_matrix: 
         assert mine.read_bytes() == theirs.read_bytes(), type_name
 
 
-def test_reads_llama_imatrix_files(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+def test_reads_llama_imatrix_files(tiny: tuple[Path, Path], tmp_path: Path, llama_cpp_tools: dict[str, Path]) -> None:
     """Both of llama-imatrix's formats read back to the same means (its .dat rounds means x ncall)."""
-    tool = _tool("llama-imatrix")
+    tool = llama_cpp_tools["llama-imatrix"]
     text = tmp_path / "calib.txt"
     text.write_text((DATA / "calibration_en.txt").read_text(encoding="utf-8"), encoding="utf-8")
     for out, fmt in (("a.gguf", "gguf"), ("a.dat", "dat")):
