@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -188,28 +190,35 @@ def test_prompt_loop_commands() -> None:
     out = b""
 
     def send(text: bytes, marker: bytes = b">>> ", timeout: float = 120) -> str:
+        """Type ``text``; what the loop prints until ``marker`` (bounded: a silent loop fails, not hangs)."""
         nonlocal out
         start = len(out)
         os.write(fd, text)
         deadline = time.time() + timeout
         while marker not in out[start:] and time.time() < deadline:
-            out += os.read(fd, 4096)
+            if select.select([fd], [], [], max(deadline - time.time(), 0))[0]:
+                out += os.read(fd, 4096)
         return out[start:].decode(errors="replace")
 
-    send(b"", b">>> ")
-    assert "/set parameter NAME VALUE" in send(b"/?\n")
-    assert "Set parameter 'temperature' to '0.0'" in send(b"/set parameter temperature 0\n")
-    assert "Couldn't set top_p: 7 is out of range" in send(b"/set parameter top_p 7\n")
-    shown = send(b"/show parameters\n")
-    assert re.search(r"temperature\s+0\.0", shown) and re.search(r"max_tokens\s+16", shown)
-    assert "context      " in send(b"/show info\n")
-    assert "Unknown command '/nope'" in send(b"/nope\n")
-    assert "Use Ctrl + d or /bye to exit." in send(b"\x03")
-    first = send(b'"""What is the capital\n', b"... ")
-    answer = send(b'of France?"""\n')
-    assert "Paris" in answer, first + answer
-    assert "Cleared session context" in send(b"/clear\n")
-    send(b"/bye\n", b"")
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0
+    try:
+        send(b"", b">>> ")
+        assert "/set parameter NAME VALUE" in send(b"/?\n")
+        assert "Set parameter 'temperature' to '0.0'" in send(b"/set parameter temperature 0\n")
+        assert "Couldn't set top_p: 7 is out of range" in send(b"/set parameter top_p 7\n")
+        shown = send(b"/show parameters\n")
+        assert re.search(r"temperature\s+0\.0", shown) and re.search(r"max_tokens\s+16", shown)
+        assert "context      " in send(b"/show info\n")
+        assert "Unknown command '/nope'" in send(b"/nope\n")
+        assert "Use Ctrl + d or /bye to exit." in send(b"\x03")
+        first = send(b'"""What is the capital\n', b"... ")
+        answer = send(b'of France?"""\n')
+        assert "Paris" in answer, first + answer
+        assert "Cleared session context" in send(b"/clear\n")
+        send(b"/bye\n", b"")
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        with contextlib.suppress(ChildProcessError, ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)

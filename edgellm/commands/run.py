@@ -14,7 +14,6 @@ import os
 import queue
 import stat
 import sys
-import threading
 from typing import TextIO
 
 from edgellm.commands.leftovers import sweep_store
@@ -29,7 +28,7 @@ from edgellm.commands.options import (
 from edgellm.errors import EdgeLLMError
 from edgellm.models.identity import model_label
 from edgellm.models.resolve import looks_like_path, resolve_model
-from edgellm.runtime.client import RemoteEngine, RemoteTurn
+from edgellm.runtime.client import RemoteEngine, RemoteTurn, background
 from edgellm.runtime.engine import SamplingParams
 
 _DONE = object()
@@ -65,7 +64,7 @@ def stream(engine: RemoteEngine, messages: list[dict[str, str]], params: Samplin
         finally:
             pieces.put(_DONE)
 
-    threading.Thread(target=work, name="edgellm-turn", daemon=True).start()
+    background(work, "edgellm-turn")
     while True:
         try:
             piece = pieces.get()

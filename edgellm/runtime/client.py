@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,20 @@ _LOG_LINES = 400
 
 # errors the runner reports by class name that the caller may want to tell apart
 _ERRORS: dict[str, type[EdgeLLMError]] = {"ContextOverflow": ContextOverflow}
+
+
+def background(target: Callable[[], None], name: str) -> threading.Thread:
+    """A started daemon thread that never receives Ctrl-C: the kernel may deliver a process's
+    SIGINT to any thread that does not block it, and only the main thread's blocking read (the
+    `>>>` prompt, waiting for a piece) is interrupted by it, so these threads block SIGINT."""
+
+    def run() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        target()
+
+    thread = threading.Thread(target=run, daemon=True, name=name)
+    thread.start()
+    return thread
 
 
 class RunnerDied(EdgeLLMError):
@@ -114,11 +128,9 @@ class RunnerProcess:
             env=env,
             start_new_session=True,  # the terminal's Ctrl-C is the parent's to interpret
         )
-        self._stderr = threading.Thread(target=self._read_stderr, daemon=True, name="runner-log")
-        self._stderr.start()
-        self._reader = threading.Thread(target=self._read_events, daemon=True, name="runner-events")
-        self._reader.start()
-        threading.Thread(target=self._watchdog, daemon=True, name="runner-watchdog").start()
+        self._stderr = background(self._read_stderr, "runner-log")
+        self._reader = background(self._read_events, "runner-events")
+        background(self._watchdog, "runner-watchdog")
         load = self.request("load", kind=kind, path=str(self.path), model=model, options=options)
         self.info = load.wait()
 

@@ -15,13 +15,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from edgellm.errors import EdgeLLMError
 from edgellm.runtime import llama_log
-from edgellm.runtime.client import RunnerDied, signal_name
+from edgellm.runtime.client import RunnerDied, background, signal_name
 
 
 def run(target: str, request: dict[str, Any], *, path: Path | str, what: str = "job") -> dict[str, Any]:
@@ -44,8 +43,7 @@ def run(target: str, request: dict[str, Any], *, path: Path | str, what: str = "
             tail.extend(lines)
         tail.append(partial)
 
-    reader = threading.Thread(target=forward, daemon=True)
-    reader.start()
+    reader = background(forward, "isolated-log")
     try:
         out, _ = proc.communicate(json.dumps(request).encode())
     except BaseException:  # Ctrl-C: the child goes too, then the interrupt goes on up
