@@ -10,6 +10,7 @@ last error, as a runner's death reads (``RunnerDied``)."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib
 import json
 import os
@@ -44,8 +45,12 @@ def run(target: str, request: dict[str, Any], *, path: Path | str, what: str = "
         tail.append(partial)
 
     reader = background(forward, "isolated-log")
-    try:
-        out, _ = proc.communicate(json.dumps(request).encode())
+    try:  # not communicate(): it would read stderr too, racing the forwarding thread for the progress
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(json.dumps(request).encode())  # type: ignore[union-attr]
+            proc.stdin.close()  # type: ignore[union-attr]
+        out = proc.stdout.read()  # type: ignore[union-attr]
+        proc.wait()
     except BaseException:  # Ctrl-C: the child goes too, then the interrupt goes on up
         proc.kill()
         proc.wait()
