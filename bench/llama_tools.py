@@ -145,7 +145,11 @@ def _run_logged(cmd: list[str], what: str, progress: bool) -> None:
     """Run ``cmd``; show ninja's [done/total] steps as one progress line (rate, ETA) on stderr."""
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     start, shown = time.perf_counter(), 0.0
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+    # cmake and ninja from the test extra's PyPI wheels (beside this interpreter) come first, the
+    # system's otherwise: a fresh machine needs only what the README's set-up installs
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                          env=env) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             tail.append(line.rstrip())

@@ -444,6 +444,7 @@ def llama_cpp_tools() -> dict[str, Path]:
     return llama_tools.build(["llama-imatrix", "llama-quantize"], root=LLAMA_ROOT)
 
 
+@pytest.mark.timeout(2400)  # the first of these builds llama.cpp's tools (minutes)
 def test_equals_llama_imatrix(tiny: tuple[Path, Path], tmp_path: Path, llama_cpp_tools: dict[str, Path]) -> None:
     """`edgellm imatrix` and llama-imatrix on the same model, text file and chunking: every entry
     within 1e-4 relative, the same counts, chunk count and size."""
@@ -463,6 +464,7 @@ def test_equals_llama_imatrix(tiny: tuple[Path, Path], tmp_path: Path, llama_cpp
         np.testing.assert_allclose(mine.entries[name].sums, e.sums, rtol=1e-4, err_msg=name)
 
 
+@pytest.mark.timeout(2400)  # the first of these builds llama.cpp's tools (minutes)
 def test_byte_identical_to_llama_quantize(
     tiny: tuple[Path, Path], tiny_matrix: Path, tmp_path: Path, llama_cpp_tools: dict[str, Path]
 ) -> None:
@@ -480,6 +482,7 @@ def test_byte_identical_to_llama_quantize(
         assert mine.read_bytes() == theirs.read_bytes(), type_name
 
 
+@pytest.mark.timeout(2400)  # the first of these builds llama.cpp's tools (minutes)
 def test_reads_llama_imatrix_files(tiny: tuple[Path, Path], tmp_path: Path, llama_cpp_tools: dict[str, Path]) -> None:
     """Both of llama-imatrix's formats read back to the same means (its .dat rounds means x ncall)."""
     tool = llama_cpp_tools["llama-imatrix"]
