@@ -66,16 +66,15 @@ def stream(engine: RemoteEngine, messages: list[dict[str, str]], params: Samplin
 
     background(work, "edgellm-turn")
     while True:
-        try:
+        try:  # the write too: Ctrl-C lands wherever the main thread is
             piece = pieces.get()
+            if piece is _DONE:
+                break
+            out.write(piece)  # type: ignore[arg-type]
+            out.flush()
         except KeyboardInterrupt:
             engine.cancel()
             turn.stats.stop_reason = "cancelled"  # the runner's final stats say so too
-            continue
-        if piece is _DONE:
-            break
-        out.write(piece)  # type: ignore[arg-type]
-        out.flush()
     if failure:
         raise failure[0]
     return turn
