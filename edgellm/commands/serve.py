@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgellm.commands.options import add_load_options, load_options, number
+from edgellm.commands.options import add_load_options, add_rpc_option, load_options, number
 from edgellm.errors import EdgeLLMError
 from edgellm.models.resolve import looks_like_path, resolve_model
 
@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from ORIGIN (repeatable; `*` for any); off by default")  # fmt: skip
     add_load_options(p)
+    add_rpc_option(p)
     p.set_defaults(handler=run)
 
 
@@ -59,7 +60,8 @@ def served_models(args: argparse.Namespace) -> list:
         per_slot = args.ctx or planner.default_context(inspect(path).context_length)
         slots = args.parallel or default_slots(path, per_slot)
         options = load_options(argparse.Namespace(**{**vars(args), "model": name, "ctx": per_slot}))
-        planner.check_load(path, per_slot * slots, options.n_gpu_layers, flash_attn=options.flash_attn)
+        if not options.rpc:  # split over workers, each holder's share was checked by load_options
+            planner.check_load(path, per_slot * slots, options.n_gpu_layers, flash_attn=options.flash_attn)
         runner_options = {**jsonable(options), "slots": slots, "max_queue": args.queue, "chunk": args.chunk}
         ident = model_id(name, path)
         if any(m.name == ident for m in models):
