@@ -27,6 +27,7 @@ import numpy as np
 
 from edgellm.errors import EdgeLLMError
 from edgellm.runtime import isolated
+from edgellm.runtime.chunks import chunk_tokens
 from edgellm.runtime.engine import Engine, LoadOptions
 
 BUNDLED = {"en": "eval_en.txt", "zh": "eval_zh.txt"}
@@ -88,26 +89,6 @@ def tokenize(engine: Engine, text: str) -> list[int]:
     if engine.normalize_nfc:
         text = unicodedata.normalize("NFC", text)
     return engine.tokenize(text, add_special=True, parse_special=False)
-
-
-def make_chunks(tokens: list[int], n_ctx: int, max_chunks: int | None, bos: int | None) -> list[list[int]]:
-    """Consecutive n_ctx-token chunks (the tail that does not fill one is dropped), each starting
-    with BOS when the model adds one, as llama-perplexity does."""
-    if n_ctx < 16:
-        raise EdgeLLMError(f"--ctx {n_ctx} is too small to score anything: use at least 16 (llama.cpp uses 512)")
-    if len(tokens) < 2 * n_ctx:
-        raise EdgeLLMError(
-            f"the text has {len(tokens)} tokens but a context of {n_ctx} needs at least {2 * n_ctx}: "
-            "give a longer --text or a smaller --ctx"
-        )
-    n = len(tokens) // n_ctx
-    if max_chunks is not None and max_chunks > 0:
-        n = min(n, max_chunks)
-    chunks = [tokens[i * n_ctx : (i + 1) * n_ctx] for i in range(n)]
-    if bos is not None:
-        for chunk in chunks:
-            chunk[0] = bos
-    return chunks
 
 
 def scored_positions(n_ctx: int) -> int:
@@ -360,7 +341,7 @@ def prepare_reference(plan: EvalPlan, ref_path: Path, on_chunk: OnChunk | None =
     _, text = load_text(plan.text_spec)
     with plan.load(ref_path) as engine:
         tokens = tokenize(engine, text)
-        chunks = make_chunks(tokens, plan.n_ctx, plan.max_chunks, bos_token(engine))
+        chunks = chunk_tokens(tokens, plan.n_ctx, plan.max_chunks, bos_token(engine))
         return Reference(engine, tokens, chunks, on_chunk)
 
 
@@ -405,7 +386,7 @@ def perplexity(plan: EvalPlan, path: Path, on_chunk: OnChunk | None = None) -> E
     """Perplexity alone (no reference)."""
     _, text = load_text(plan.text_spec)
     with plan.load(path) as engine:
-        chunks = make_chunks(tokenize(engine, text), plan.n_ctx, plan.max_chunks, bos_token(engine))
+        chunks = chunk_tokens(tokenize(engine, text), plan.n_ctx, plan.max_chunks, bos_token(engine))
         return evaluate(engine, chunks, None, plan.text_spec, on_chunk)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgellm.errors import EdgeLLMError
+from edgellm.runtime.chunks import chunk_tokens
 from edgellm.runtime.engine import Engine, LoadOptions
 from quantize.imatrix.collect import Collector
 from quantize.imatrix.files import Imatrix
@@ -45,23 +46,6 @@ class Plan:
     process_output: bool = False
 
 
-def chunk_tokens(tokens: list[int], n_ctx: int, max_chunks: int | None, bos: int | None, what: str) -> list[list[int]]:
-    """llama-imatrix's chunks: consecutive n_ctx tokens, BOS first when the model adds one."""
-    if n_ctx < 16:
-        raise EdgeLLMError(f"--ctx {n_ctx} is too small: llama.cpp skips batches under 16 tokens (it uses 512)")
-    if len(tokens) < 2 * n_ctx:
-        raise EdgeLLMError(f"{what} has {len(tokens)} tokens but a context of {n_ctx} needs at least {2 * n_ctx}: "
-                           "give a longer --calibration text or a smaller --ctx")  # fmt: skip
-    n = len(tokens) // n_ctx
-    if max_chunks is not None and max_chunks > 0:
-        n = min(n, max_chunks)
-    chunks = [tokens[i * n_ctx : (i + 1) * n_ctx] for i in range(n)]
-    if bos is not None:
-        for chunk in chunks:
-            chunk[0] = bos
-    return chunks
-
-
 def compute(model: Path, plan: Plan, on_chunk: OnChunk | None = None) -> Imatrix:
     """The importance matrix of the float GGUF ``model`` over ``plan``'s text."""
     collector = Collector(process_output=plan.process_output)
@@ -71,7 +55,8 @@ def compute(model: Path, plan: Plan, on_chunk: OnChunk | None = None) -> Imatrix
         text = unicodedata.normalize("NFC", plan.text) if engine.normalize_nfc else plan.text
         tokens = engine.tokenize(text, add_special=True, parse_special=False)
         added = engine.tokenize("", add_special=True, parse_special=False)
-        chunks = chunk_tokens(tokens, plan.n_ctx, plan.max_chunks, added[0] if added else None, plan.name)
+        chunks = chunk_tokens(tokens, plan.n_ctx, plan.max_chunks, added[0] if added else None, what=plan.name,
+                              option="--calibration text")
         t0, done = time.perf_counter(), 0
         for i, chunk in enumerate(chunks):
             engine.reset()

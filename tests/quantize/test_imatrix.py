@@ -29,12 +29,13 @@ import pytest
 
 from bench import llama_tools
 from edgellm.cli import main
+from edgellm.runtime.chunks import chunk_tokens
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
 from quantize import FILE_TYPES, run
 from quantize.imatrix import calibration, files
 from quantize.imatrix import ggml_tensor as G
 from quantize.imatrix.collect import Collector
-from quantize.imatrix.compute import Plan, chunk_tokens, compute
+from quantize.imatrix.compute import Plan, compute
 from quantize.imatrix.request import ImatrixRequest
 from quantize.llamacpp import quantize_file
 
@@ -151,7 +152,7 @@ def test_matrix_equals_an_independent_computation(tiny: tuple[Path, Path]) -> No
                           eval_callback=collector.callback)  # fmt: skip
     with Engine(f32, options) as engine:
         tokens = engine.tokenize(text, add_special=True, parse_special=False)
-        chunks = chunk_tokens(tokens, 64, 4, engine.tokenize("", add_special=True)[0], "text")
+        chunks = chunk_tokens(tokens, 64, 4, engine.tokenize("", add_special=True)[0], what="text")
         for chunk in chunks:
             engine.reset()
             engine.logits(chunk)
@@ -168,12 +169,12 @@ def test_matrix_equals_an_independent_computation(tiny: tuple[Path, Path]) -> No
 def test_chunks_are_llama_imatrix_chunks() -> None:
     """Consecutive n_ctx tokens, BOS first, the tail and anything past --chunks dropped."""
     tokens = list(range(100, 450))
-    chunks = chunk_tokens(tokens, 100, None, 1, "text")
+    chunks = chunk_tokens(tokens, 100, None, 1, what="text")
     assert chunks == [[1, *range(101, 200)], [1, *range(201, 300)], [1, *range(301, 400)]]
-    assert len(chunk_tokens(tokens, 100, 2, None, "text")) == 2
-    assert chunk_tokens(tokens, 100, None, None, "text")[1] == list(range(200, 300))
+    assert len(chunk_tokens(tokens, 100, 2, None, what="text")) == 2
+    assert chunk_tokens(tokens, 100, None, None, what="text")[1] == list(range(200, 300))
     with pytest.raises(Exception, match="needs at least 400"):
-        chunk_tokens(tokens[:399], 200, None, 1, "the text")
+        chunk_tokens(tokens[:399], 200, None, 1, what="the text")
 
 
 def test_small_batches_and_other_ops_are_skipped(tiny: tuple[Path, Path]) -> None:
