@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from edgellm import __version__, paths
+from edgellm.commands.options import THREADS, number
 from edgellm.errors import BadOption, EdgeLLMError
 from edgellm.runtime import rpc
 from edgellm.units import human_bytes
@@ -26,6 +27,9 @@ _BIND_ERRORS = {
 }
 
 
+PORT = number(int, 1, 65535)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "worker",
@@ -34,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "The protocol is unauthenticated and unencrypted: it listens on 127.0.0.1 unless --host says otherwise.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=_port, default=rpc.DEFAULT_PORT, help=f"TCP port (default {rpc.DEFAULT_PORT})")
-    p.add_argument("--threads", type=_positive, default=None, metavar="N", help="CPU threads (default: physical cores)")
+    p.add_argument("--port", type=PORT, default=rpc.DEFAULT_PORT, help=f"TCP port (default {rpc.DEFAULT_PORT})")
+    p.add_argument("--threads", type=THREADS, default=None, metavar="N", help="CPU threads (default: physical cores)")
     p.add_argument(
         "--cache",
         nargs="?",
@@ -56,18 +60,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _default_cache() -> Path:
     return paths.cache_dir() / "rpc"
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise BadOption(f"--port takes a number from 1 to 65535, not {text!r}")
-    return int(text)
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise BadOption(f"expected a whole number of at least 1, not {text!r}")
-    return int(text)
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
