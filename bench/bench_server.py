@@ -114,15 +114,19 @@ def wait_ready(url: str, proc: subprocess.Popen, what: str) -> None:
 
 
 @contextlib.contextmanager
-def edgellm_server(path: Path, slots: int, threads: int) -> Iterator[Served]:
+def edgellm_server(path: Path, slots: int, threads: int, interval_ms: int | None = None) -> Iterator[Served]:
+    """``interval_ms``: --stream-interval (None: the default)."""
     port = free_port()
     cmd = [sys.executable, "-m", "edgellm", "serve", str(path), "--port", str(port), "--parallel", str(slots),
            "--ctx", str(CTX_PER_SEQ), "--threads", str(threads)]  # fmt: skip
+    if interval_ms is not None:
+        cmd += ["--stream-interval", str(interval_ms)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}/v1"
         wait_ready(url, proc, "edgellm serve")
-        yield Served("edgellm serve", url, path.stem, proc)
+        name = "edgellm serve" if interval_ms is None else f"edgellm serve --stream-interval {interval_ms}"
+        yield Served(name, url, path.stem, proc)
     finally:
         proc.terminate()
         proc.wait(30)

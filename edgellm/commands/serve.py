@@ -17,7 +17,7 @@ API_KEY_ENV = "EDGELLM_API_KEY"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from edgellm.runtime.batch import DEFAULT_CHUNK, DEFAULT_QUEUE
+    from edgellm.runtime.batch import DEFAULT_CHUNK, DEFAULT_QUEUE, DEFAULT_STREAM_INTERVAL_S
 
     p = sub.add_parser("serve", help="serve models over the OpenAI API, several requests at once")
     p.add_argument("model", nargs="+", help="`default`, a model name or a .gguf path; several models: several names")
@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="requests that may wait for a free slot; more get 503 with Retry-After")
     g.add_argument("--chunk", type=number(int, 16), default=DEFAULT_CHUNK, metavar="N",
                    help="prompt tokens evaluated per step beside the running streams")
+    g.add_argument("--stream-interval", type=number(int, 0, 1000), default=round(DEFAULT_STREAM_INTERVAL_S * 1000),
+                   metavar="MS", help="a stream's tokens that come faster than this go out together, saving CPU "
+                                      "for generation (0: every token on its own)")  # fmt: skip
     g.add_argument("--api-key", default=None, metavar="KEY",
                    help=f"require `Authorization: Bearer KEY`; ${API_KEY_ENV} does the same without showing "
                         "the key to `ps` (default: no key)")
@@ -62,7 +65,8 @@ def served_models(args: argparse.Namespace) -> list:
         options = load_options(argparse.Namespace(**{**vars(args), "model": name, "ctx": per_slot}))
         if not options.rpc:  # split over workers, each holder's share was checked by load_options
             planner.check_load(path, per_slot * slots, options.n_gpu_layers, flash_attn=options.flash_attn)
-        runner_options = {**jsonable(options), "slots": slots, "max_queue": args.queue, "chunk": args.chunk}
+        runner_options = {**jsonable(options), "slots": slots, "max_queue": args.queue, "chunk": args.chunk,
+                          "stream_interval": args.stream_interval / 1000}  # fmt: skip
         ident = model_id(name, path)
         if any(m.name == ident for m in models):
             raise EdgeLLMError(f"model {ident!r} is named twice")

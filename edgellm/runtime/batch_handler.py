@@ -6,7 +6,7 @@ Ops (all answered as ``queued``, then ``piece``/``embedding`` events, then ``don
 many slots are busy and how many requests wait. Each carries ``params`` (SamplingParams'
 fields), and optionally ``stop``, ``response_format`` (OpenAI's: becomes a llama.cpp grammar),
 ``presence_penalty``, ``frequency_penalty``, ``logprobs``. Load options are LoadOptions' fields
-plus ``slots``, ``chunk`` and ``max_queue``; ``n_ctx`` is the context of one slot."""
+plus ``slots``, ``chunk``, ``max_queue`` and ``stream_interval`` (seconds); ``n_ctx`` is the context of one slot."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ import dataclasses
 from typing import Any
 
 from edgellm.errors import EdgeLLMError
-from edgellm.runtime.batch import DEFAULT_CHUNK, DEFAULT_QUEUE, BadRequest, BatchEngine, BatchRequest, grammar_for
+from edgellm.runtime.batch import (
+    DEFAULT_CHUNK,
+    DEFAULT_QUEUE,
+    DEFAULT_STREAM_INTERVAL_S,
+    BadRequest,
+    BatchEngine,
+    BatchRequest,
+    grammar_for,
+)
 from edgellm.runtime.engine import LoadOptions, SamplingParams
 from edgellm.runtime.runner import Emit, error_payload, options_from
 
@@ -34,6 +42,7 @@ class BatchHandler:
             slots=slots,
             chunk=int(options.get("chunk") or DEFAULT_CHUNK),
             max_queue=int(options.get("max_queue", DEFAULT_QUEUE)),
+            stream_interval=float(options.get("stream_interval", DEFAULT_STREAM_INTERVAL_S)),
         )
         eng = self.batch.engine
         self.info = {

@@ -65,12 +65,17 @@ def signal_name(returncode: int) -> str:
 
 class Request:
     """The events of one request, in order: iterate for the non-final ones; ``result`` holds the
-    final ``done`` payload. An ``error`` event, or the runner's death, raises."""
+    final ``done`` payload. An ``error`` event, or the runner's death, raises.
 
-    def __init__(self, runner: RunnerProcess, req_id: int) -> None:
+    With ``on_event``, events go to that callback instead, on the reader's thread (the server
+    hands them straight to its event loop: no thread of its own per request)."""
+
+    def __init__(self, runner: RunnerProcess, req_id: int, on_event: Callable[[dict[str, Any]], None] | None = None
+                 ) -> None:  # fmt: skip
         self.runner = runner
         self.id = req_id
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.deliver: Callable[[dict[str, Any]], None] = on_event or self.events.put
         self.result: dict[str, Any] | None = None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -135,11 +140,12 @@ class RunnerProcess:
         self.info = load.wait()
 
     # -- sending -----------------------------------------------------------------------------
-    def request(self, op: str, **args: Any) -> Request:
+    def request(self, op: str, *, on_event: Callable[[dict[str, Any]], None] | None = None, **args: Any) -> Request:
+        """Send ``op``; its events come through the returned Request (or ``on_event``)."""
         with self._lock:
-            req = Request(self, next(self._ids))
+            req = Request(self, next(self._ids), on_event)
             if self._death is not None:
-                req.events.put({"event": "error", "error": "RunnerDied", "message": self._death})
+                req.deliver({"event": "error", "error": "RunnerDied", "message": self._death})
                 return req
             self._pending[req.id] = req
         self.send({"id": req.id, "op": op, **args})
@@ -178,7 +184,7 @@ class RunnerProcess:
             if event.get("event") in ("done", "error"):
                 with self._lock:
                     self._pending.pop(req_id, None)
-            req.events.put(event)
+            req.deliver(event)
         self._on_exit()
 
     def _watchdog(self) -> None:
@@ -197,7 +203,7 @@ class RunnerProcess:
             self._death = self._explain(returncode)
             pending, self._pending = list(self._pending.values()), {}
         for req in pending:
-            req.events.put({"event": "error", "error": "RunnerDied", "message": self._death})
+            req.deliver({"event": "error", "error": "RunnerDied", "message": self._death})
 
     def _explain(self, returncode: int) -> str:
         if self._stalled:

@@ -39,12 +39,16 @@ def served(request: Request, name: str) -> ServedModel:
 
 
 def _runner_args(body: ChatCompletionRequest | CompletionRequest) -> dict[str, Any]:
-    """OpenAI's sampling parameters as the runner's (SamplingParams fields and the extras)."""
+    """OpenAI's sampling parameters as the runner's (SamplingParams fields and the extras).
+    OpenAI's defaults, not the CLI's: no penalty unless asked (``frequency_penalty``,
+    ``presence_penalty``, or llama-server's ``repeat_penalty``), as clients that set
+    ``temperature: 0`` expect the plain greedy answer."""
     params: dict[str, Any] = {
         "temperature": 1.0 if body.temperature is None else body.temperature,
         "top_p": 1.0 if body.top_p is None else body.top_p,
         "max_tokens": body.token_limit or -1,
         "seed": body.seed,
+        "repeat_penalty": body.repeat_penalty or 1.0,
     }
     return {
         "params": params,

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgellm.errors import EdgeLLMError
-from edgellm.runtime.client import Request, RunnerProcess
+from edgellm.runtime.client import RunnerProcess
 from edgellm.server.errors import APIError
 
 FINAL = ("done", "error")
@@ -23,31 +22,33 @@ FINAL = ("done", "error")
 
 class EventStream:
     """A runner request's events in the event loop, in lists (``batches``: the events that
-    arrived together, so a slow client gets them in one write). A pump thread blocks on the
-    request's queue so the event loop never does; ``cancel`` tells the runner to free the
-    sequence."""
+    arrived together, so a slow client gets them in one write). The runner client's reader
+    thread hands each event to the loop (``call_soon_threadsafe``): no thread per request, and
+    the loop never blocks. ``cancel`` tells the runner to free the sequence."""
 
-    def __init__(self, request: Request, loop: asyncio.AbstractEventLoop) -> None:
-        self.request = request
+    def __init__(self, runner: RunnerProcess, op: str, args: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
-        self._held: list[dict[str, Any]] = []  # what came with ``queued``
+        self._arrived: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
         self.finished = False
-        threading.Thread(target=self._pump, daemon=True, name=f"events-{request.id}").start()
+        self.request = runner.request(op, on_event=self._from_reader, **args)
 
-    def _pump(self) -> None:
-        events = self.request.events
-        while True:
-            batch = [events.get()]
-            while batch[-1].get("event") not in FINAL and not events.empty():
-                batch.append(events.get_nowait())
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, batch)
-            if batch[-1].get("event") in FINAL:
-                return
+    def _from_reader(self, event: dict[str, Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the server is shutting down
+            self._loop.call_soon_threadsafe(self._arrive, event)
+
+    def _arrive(self, event: dict[str, Any]) -> None:
+        self._arrived.append(event)
+        self._wake.set()
 
     async def next(self, timeout: float | None = None) -> list[dict[str, Any]]:
-        """The next events; TimeoutError after ``timeout`` seconds without any."""
-        batch = await asyncio.wait_for(self._queue.get(), timeout)
+        """The events that arrived since the last call, waiting for one if none did;
+        TimeoutError after ``timeout`` seconds without any."""
+        if not self._arrived:
+            self._wake.clear()
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        batch, self._arrived = self._arrived, []
         if batch[-1].get("event") in FINAL:
             self.finished = True
         return batch
@@ -57,14 +58,12 @@ class EventStream:
         batch = await self.next()
         if batch[0].get("event") == "error":
             raise APIError.from_runner(batch[0])
-        self._held = [e for e in batch if e.get("event") != "queued"]
+        self._arrived[:0] = [e for e in batch if e.get("event") != "queued"]
+        self.finished = False
 
     async def batches(self, idle: float | None = None) -> AsyncIterator[list[dict[str, Any]]]:
         """The events as they arrive, in lists; an empty list after each ``idle`` seconds without
         any (time to ping the client or check that it is still there)."""
-        held, self._held = self._held, []
-        if held:
-            yield held
         while not self.finished:
             try:
                 yield await self.next(idle)
@@ -109,14 +108,14 @@ class ServedModel:
     async def open(self, op: str, args: dict[str, Any]) -> EventStream:
         """Send a request; returns once the runner accepted it (``queued``) or raises its refusal."""
         runner = await self.live()
-        stream = EventStream(runner.request(op, **args), asyncio.get_running_loop())
+        stream = EventStream(runner, op, args, asyncio.get_running_loop())
         await stream.accepted()
         return stream
 
     async def ask(self, op: str, **args: Any) -> dict[str, Any]:
         """A request with one answer (``done``'s payload)."""
         runner = await self.live()
-        stream = EventStream(runner.request(op, **args), asyncio.get_running_loop())
+        stream = EventStream(runner, op, args, asyncio.get_running_loop())
         async for batch in stream.batches():
             for event in batch:
                 if event["event"] == "error":

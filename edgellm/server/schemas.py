@@ -63,6 +63,7 @@ class _Sampling(_Body):
     seed: int | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
+    repeat_penalty: float | None = Field(None, gt=0.0, le=2.0, description="llama.cpp's, as llama-server takes it")
     n: int | None = Field(None, ge=1, le=1, description="only one choice per request")
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgellm.errors import ContextOverflow
-from edgellm.runtime.batch import BatchEngine, BatchRequest, QueueFull, StopMatcher
+from edgellm.runtime.batch import BatchEngine, BatchRequest, Outbox, QueueFull, StopMatcher
 from edgellm.runtime.engine import LoadOptions, SamplingParams
 
 SYSTEM = "You are a helpful assistant who answers briefly and precisely. " * 4
@@ -155,3 +155,39 @@ def test_stop_matcher(pieces: list[str], stops: tuple[str, ...], sent: str, stop
     if not hit:
         out += matcher.flush()
     assert (out, hit) == (sent, stopped)
+
+
+def test_outbox_holds_a_piece_no_longer_than_the_interval() -> None:
+    """Steps of 10 ms, interval 50 ms: the first piece goes at once, then pieces go together,
+    and none waits past the interval; the flush at the end sends what is left."""
+    sent: list[tuple[float, str, list]] = []
+    box = Outbox(lambda event, text, logprobs=(): sent.append((now, text, list(logprobs))), interval=0.05)
+    pieces = [(0.010 * i, f"t{i}") for i in range(1, 12)]
+    for now, text in pieces:
+        box.add(text, [{"token": text}], now, next_step=0.010)
+    now = 0.125
+    box.flush(now)
+    assert sent[0] == (0.010, "t1", [{"token": "t1"}])  # at once
+    assert "".join(t for _, t, _ in sent) == "".join(t for _, t in pieces)  # all of it, in order
+    assert [e["token"] for _, _, lp in sent for e in lp] == [t for _, t in pieces]
+    assert 3 <= len(sent) < len(pieces)  # together, yet not all at the end
+    made = dict((t, at) for at, t in pieces)
+    for at, text, _ in sent:  # no piece older than the interval when it goes
+        assert all(at - made[t] <= 0.05 + 1e-9 for t in text.replace("t", " t").split())
+
+
+def test_stream_interval_sends_the_same_text_in_fewer_pieces(default_model: Path) -> None:
+    texts, counts = [], []
+    for interval in (0.0, 0.5):
+        engine = open_engine(default_model, slots=1, stream_interval=interval)
+        try:
+            events = submit(engine, "Count from one to twenty in words.", SamplingParams(temperature=0, max_tokens=24))
+            events.wait()
+        finally:
+            engine.close()
+        texts.append(events.text)
+        counts.append((len(events.pieces), events.done["completion_tokens"]))
+    assert texts[0] == texts[1]
+    (every, tokens), (together, _) = counts
+    assert every >= tokens - 2  # one piece per token (a token of half a character waits for the rest)
+    assert 1 < together < every / 2  # the first piece at once, the rest together

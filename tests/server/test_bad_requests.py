@@ -58,6 +58,7 @@ def test_malformed_json(http: httpx.Client) -> None:
         (chat(messages=[{"role": "wizard", "content": "Hi"}]), "messages.0.role"),
         (chat(max_tokens=0), "max_tokens"),
         (chat(n=2), "n"),
+        (chat(repeat_penalty=0), "repeat_penalty"),
         (chat(stop=["a", "b", "c", "d", "e"]), "stop"),
         (chat(response_format={"type": "xml"}), "response_format.type"),
         ({"messages": [{"role": "user", "content": "Hi"}]}, "model"),

@@ -116,6 +116,13 @@ def test_logprobs(client: openai.OpenAI) -> None:
         assert len(e.top_logprobs) == 3 and e.top_logprobs[0].token == e.token
         assert e.logprob <= 0 and e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob >= e.top_logprobs[2].logprob
     assert "".join(e.token for e in entries) == reply.choices[0].message.content
+    chunks = [c for c in client.chat.completions.create(
+        model=MODEL, messages=ask(QUESTIONS[0]), max_tokens=12, temperature=0, logprobs=True, top_logprobs=3,
+        stream=True, stream_options={"include_usage": True})]  # fmt: skip
+    streamed = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    # tokens that come together go out in one chunk: every token's entry is still there, in order
+    assert len(streamed) == chunks[-1].usage.completion_tokens
+    assert "".join(e.token for e in streamed) == "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
 def test_json_schema_output_validates(client: openai.OpenAI) -> None:
