@@ -245,6 +245,7 @@ def main() -> None:
     ap.add_argument("--llama-server", default="auto",
                     help="llama-server binary, `auto` (build it with bench/llama_tools.py) or `none`")
     ap.add_argument("--no-llama-cpp-python", action="store_true", help="skip llama-cpp-python's own server")
+    ap.add_argument("--no-every-token", action="store_true", help="skip edgellm serve --stream-interval 0")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -261,6 +262,8 @@ def main() -> None:
     ttft: dict[str, tuple[float, float]] = {}
     with contextlib.ExitStack() as stack:
         servers = [stack.enter_context(edgellm_server(args.model, slots, args.threads))]
+        if not args.no_every_token:  # the same server sending every token on its own
+            servers.append(stack.enter_context(edgellm_server(args.model, slots, args.threads, interval_ms=0)))
         if binary is not None:
             servers.append(stack.enter_context(llama_server(binary, args.model, slots, args.threads)))
         if not args.no_llama_cpp_python:
@@ -290,20 +293,20 @@ def main() -> None:
 def report(args: argparse.Namespace, levels: list[int], results: dict, ttft: dict) -> str:
     med = {name: {n: (statistics.median(a for a, _ in runs), statistics.median(p for _, p in runs))
                   for n, runs in by_level.items()} for name, by_level in results.items()}  # fmt: skip
-    bare = med["bare llama_decode loop"]
+
+    def ratio(ours: str, theirs: str, n: int) -> str:
+        """Median of the per-repeat ratios (each repeat ran both back to back), with their range."""
+        each = [a / b for (a, _), (b, _) in zip(results[ours][n], results[theirs][n], strict=True)]
+        return f"**{statistics.median(each):.2f}x** ({min(each):.2f}-{max(each):.2f})"
+
     head = "| | " + " | ".join(f"{n} stream{'s' * (n > 1)}" for n in levels) + " |\n|---|" + "---|" * len(levels)
     rows = [f"| {name}: aggregate (per stream) tok/s | "
             + " | ".join(f"{by[n][0]:.0f} ({by[n][1]:.0f})" for n in levels) + " |" for name, by in med.items()]
-    rows.append("| edgellm serve / bare loop | "
-                + " | ".join(f"**{med['edgellm serve'][n][0] / bare[n][0]:.2f}x**" for n in levels) + " |")
-    if "llama-cpp-python server" in med:
-        ours, theirs = med["edgellm serve"], med["llama-cpp-python server"]
-        rows.append("| edgellm serve / llama-cpp-python server | "
-                    + " | ".join(f"{ours[n][0] / theirs[n][0]:.2f}x" for n in levels) + " |")
-    if "llama-server" in med:
-        ours, theirs = med["edgellm serve"], med["llama-server"]
-        rows.append("| edgellm serve / llama-server | "
-                    + " | ".join(f"{ours[n][0] / theirs[n][0]:.2f}x" for n in levels) + " |")
+    ours = [name for name in med if name.startswith("edgellm serve")]
+    for theirs in ("bare llama_decode loop", "llama-server", "llama-cpp-python server"):
+        if theirs in med:
+            rows += [f"| {name} / {theirs.removesuffix(' llama_decode loop')} | "
+                     + " | ".join(ratio(name, theirs, n) for n in levels) + " |" for name in ours]
     ttft_lines = "\n".join(f"- {name}: first token alone {a * 1000:.0f} ms, while 3 others stream {b * 1000:.0f} ms "
                            f"(**{b / a:.2f}x**)" for name, (a, b) in ttft.items())  # fmt: skip
     cmd = " ".join(sys.argv[1:])
@@ -312,7 +315,8 @@ def report(args: argparse.Namespace, levels: list[int], results: dict, ttft: dic
         f"`python -m bench.bench_server {cmd}` — {machine()}; model `{args.model.name}`, {args.threads} threads, "
         f"{args.tokens} tokens per request, {CTX_PER_SEQ}-token context per sequence, {max(levels)} slots in "
         "edgellm serve and llama-server (llama-cpp-python's server has one, requests wait their turn); "
-        f"medians of {args.repeats} interleaved repeats; clients: the `openai` package streaming "
+        f"medians of {args.repeats} interleaved repeats (ratios: median of the per-repeat ratios, range); "
+        "clients: the `openai` package streaming "
         "/v1/completions, one thread each, on the same machine.\n\n"
         + head + "\n" + "\n".join(rows) + "\n\nTime to first token of a request arriving while 3 others stream "
         "(target: within 2x of alone):\n\n" + ttft_lines + "\n"

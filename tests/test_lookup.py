@@ -48,6 +48,14 @@ def test_accept_keeps_drafts_while_they_equal_the_sampled_tokens() -> None:
     assert lookup.accept([], sample) == [5]  # no drafts: plain decoding
 
 
+def test_auto_measures_how_long_the_copy_has_run() -> None:
+    d = lookup.LookupDrafter(setting=lookup.DRAFT_AUTO)
+    text = list(range(100, 130))
+    d.extend([*text, 7, *text[:20]])  # the first 20 tokens of the text again: a copy in progress
+    assert d.draft(room=4) == text[20:24] or d.draft(room=4) == []  # auto may or may not draft ...
+    assert d._last_match == lookup.MATCH_CAP  # ... but it saw a 20-token run, not just the 6-token key
+
+
 def test_drafter_proposes_what_followed_the_longest_recent_match() -> None:
     d = lookup.LookupDrafter(setting=4)
     d.extend([1, 2, 3, 4, 5, 6, 9, 3, 4, 7, 8, 2, 3, 4])
@@ -79,6 +87,37 @@ def test_auto_drafts_only_where_it_pays() -> None:
     assert costs(5) == pytest.approx(4.0, rel=0.01)
     only_five = lambda b: costs(b) if b == 5 else 99  # noqa: E731
     assert lookup.best_length(a=0.85, cost=only_five, limit=16) == 0  # so 4 drafts do not pay
+
+
+def test_costs_of_sizes_never_tried_follow_the_measured_line() -> None:
+    """Measured batch costs of a small quantized model on 2 cores (a step up from one token,
+    then ~0.45 of a token per token): sizes not measured are priced on the fitted line, not on
+    the optimistic prior, so `auto` does not try a long draft that cannot pay."""
+    costs = lookup.BatchCosts()
+    costs.record(1, 0.010)
+    for b in (2, 4, 8):
+        costs.record(b, 0.010 * (1.0 + 0.45 * b))
+    assert costs(16) == pytest.approx(1.0 + 0.45 * 16, rel=0.02)
+    assert costs(3) == pytest.approx(1.0 + 0.45 * 3, rel=0.02)
+    assert costs(1) == 1.0
+    # drafts right 60% of the time (first and later) do not pay at these prices; near-certain ones do
+    assert lookup.best_length(a=0.6, cost=costs, limit=16, first=0.6) == 0
+    assert lookup.best_length(a=0.98, cost=costs, limit=16, first=0.95) >= 8
+
+
+def test_draft_stats_learn_which_matches_to_trust() -> None:
+    stats = lookup.DraftStats()
+    prior2, prior6, prior_cont = stats.first_rate(2), stats.first_rate(6), stats.cont.rate()
+    assert prior2 < prior6 < stats.first_rate(16) < 1  # the longer the copy so far, the likelier it goes on
+    for _ in range(10):  # free writing: two-token matches continue differently
+        stats.add(2, drafted=4, accepted=0)
+    for _ in range(10):  # a quote: six-token matches run on
+        stats.add(6, drafted=8, accepted=8)
+    assert stats.first_rate(2) < prior2 / 2
+    assert stats.first_rate(6) > max(0.9, prior6) and stats.cont.rate() > prior_cont
+    assert lookup.expected_tokens(0.5, 2, first=1.0) == pytest.approx(2.5)  # 1 + 1 * (1 + 0.5)
+    stats.add(6, drafted=8, accepted=3)  # a miss after three: three later tokens judged, two right
+    assert stats.cont.tried > 0
 
 
 def test_parse_draft() -> None:

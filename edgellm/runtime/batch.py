@@ -37,7 +37,7 @@ from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
 
 DEFAULT_CHUNK = 256  # prompt tokens per step: a longer prompt waits, the streams do not
 DEFAULT_QUEUE = 32  # requests waiting for a slot before further ones are refused
-DEFAULT_STREAM_INTERVAL_S = 0.05  # pieces of one stream sent together within this window (see Outbox)
+DEFAULT_STREAM_INTERVAL_S = 0.1  # pieces of one stream sent together within this window (see Outbox)
 MAX_DEFAULT_SLOTS = 4  # batching pays from about 4 sequences on a laptop CPU (../shared/NOTES.md)
 
 # event callback: emit(event, **payload) with event in "queued", "piece", "done", "error"
@@ -134,9 +134,10 @@ class Outbox:
     laptop that CPU is taken from llama.cpp's threads, so at 100+ tokens a second one piece per
     token slows every stream. The first piece goes at once (time to first token is untouched);
     after it, a piece waits only while the next step would still come within ``interval`` of
-    the last send, so no text is ever held longer than that (50 ms: 20 updates a second, smooth
-    to a reader). vLLM's ``--stream-interval`` does the same by token count; ``--stream-interval
-    0`` sends every token at once."""
+    the last send, so no text is ever held longer than that (100 ms: ten updates a second, faster
+    than anyone reads; measured in docs/benchmarks.md, `edgellm serve`). vLLM's
+    ``--stream-interval`` does the same by token count; ``--stream-interval 0`` sends every
+    token at once."""
 
     def __init__(self, emit: Emit, interval: float) -> None:
         self.emit = emit

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 VOCAB_SLACK = 128  # llama.cpp's SPEC_VOCAB_MAX_SIZE_DIFFERENCE: padded embedding rows may differ
 AUTO_FIRST = 4  # draft length `auto` starts from, before it has measured anything
+MODEL_PRIOR = 0.85  # per-token acceptance of a draft model's tokens until measured
 
 
 def check_vocabulary(target: Engine, draft: Engine) -> None:
@@ -55,7 +56,7 @@ class ModelDrafter(lookup.LookupDrafter):
     (DRAFT_AUTO: the model's draft length follows its measured acceptance and cost)."""
 
     model: Engine | None = None
-    _model_stats: lookup._Acceptance = field(default_factory=lookup._Acceptance)
+    _model_stats: lookup._Acceptance = field(default_factory=lambda: lookup._Acceptance(MODEL_PRIOR))
     _model_cost: float = 0.0  # seconds per drafted token, moving average
     _from_model: bool = False
 
@@ -103,8 +104,7 @@ class ModelDrafter(lookup.LookupDrafter):
 
     def result(self, n_drafts: int, n_accepted: int) -> None:
         if self._from_model and n_drafts:
-            self._model_stats.accepted += n_accepted
-            self._model_stats.tried += n_accepted + (n_accepted < n_drafts)
+            self._model_stats.add(n_accepted, n_accepted + (n_accepted < n_drafts))  # judged up to the first miss
             self.drafted += n_drafts
             self.accepted += n_accepted
             return

@@ -17,11 +17,16 @@ order: same seed, same tokens, greedy or sampled, repeat penalties included. Dra
 many positions one `llama_decode` evaluates.
 
 When it pays. A batch of b tokens costs more than one token (on 2 CPU cores with the 135M default
-model close to b times as much, on larger, memory-bound models far less), so `auto` drafts only
-where it expects to win: it measures the cost of each batch size on this machine and model as it
-goes (`BatchCosts`, kept by the engine across turns) and the acceptance of drafts per match length
-in this turn (`LookupDrafter`), and picks the draft length k that maximises expected tokens per
-unit of time, sum(a^i, i=0..k) / cost(k+1), drafting nothing when no k beats plain decoding."""
+model about 1 + 0.4 b tokens' worth, on F16 weights far less), so `auto` drafts only where it
+expects to win: it measures what batches cost on this machine and model (`BatchCosts`, a line
+fitted to the sizes tried, kept by the engine across turns) and, in this turn, how often the
+first token after a match of each length is right and how often a copy runs on once it started
+(`DraftStats`: copies are runs, so "each token right with probability a" undersells them), then
+picks the draft length k with the most expected tokens per unit of time,
+(1 + first * (1 + a + ... + a^(k-1))) / cost(k + 1), drafting nothing when no k beats plain
+decoding. The priors (a 2-token match is mostly a common phrase, a 6-token one mostly a copy)
+were tuned by replaying recorded answers against measured batch costs, then checked with
+`bench/bench_lookup.py`."""
 
 from __future__ import annotations
 
@@ -33,10 +38,14 @@ DRAFT_OFF = 0  # `--draft off`
 MAX_DRAFT = 16  # longest draft `auto` tries (and the cap of `--draft N`)
 NGRAM_MIN, NGRAM_MAX = 2, 6  # match lengths looked up, longest first
 
-# `auto`'s prior beliefs, replaced by measurements as the turn goes:
-PRIOR_ACCEPT = 0.85  # per-token acceptance of a fresh match length, worth PRIOR_WEIGHT drafts
-PRIOR_WEIGHT = 2.0
-PRIOR_RHO = 0.3  # extra cost of each drafted token until measured, relative to one decode (optimistic)
+# `auto`'s prior beliefs, replaced by measurements as it goes:
+# P(the first drafted token is right) after a match of L tokens: in free text a 2-token match is
+# mostly a common phrase that continues differently, the longer the match the likelier a copy in
+# progress: 1 - (1 - FIRST_AT_2) * FIRST_DECAY^(L - 2), L counted up to MATCH_CAP
+FIRST_AT_2, FIRST_DECAY, MATCH_CAP = 0.25, 0.7, 16
+PRIOR_CONTINUE = 0.95  # P(the next draft is right | the one before was): copies run on
+PRIOR_WEIGHT = 1.0  # how many observations a prior is worth
+PRIOR_RHO = 0.3  # extra cost of each drafted token before any batch is measured (optimistic)
 MIN_GAIN = 1.02  # draft only where the expected speed-up beats this
 
 
@@ -65,18 +74,22 @@ def accept(drafts: Sequence[int], sample: Callable[[int], int]) -> list[int]:
     return out
 
 
-def expected_tokens(a: float, k: int) -> float:
-    """Tokens one batch of k drafts yields when each draft is accepted with probability a
-    (given the ones before it were): 1 + a + a^2 + ... + a^k."""
-    return float(k + 1) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
+def expected_tokens(a: float, k: int, first: float | None = None) -> float:
+    """Tokens one batch of k drafts yields when the first draft is right with probability
+    ``first`` (default ``a``) and each later one with probability ``a`` given the one before it
+    was: 1 + first * (1 + a + ... + a^(k-1)); with first = a, 1 + a + a^2 + ... + a^k."""
+    first = a if first is None else first
+    run = float(k) if a >= 1.0 else (1.0 - a**k) / (1.0 - a)
+    return 1.0 + first * run
 
 
-def best_length(a: float, cost: Callable[[int], float], limit: int) -> int:
+def best_length(a: float, cost: Callable[[int], float], limit: int, first: float | None = None) -> int:
     """The draft length 0..limit with the most expected tokens per unit of time (0: do not draft);
-    ``cost(b)``: what a batch of b tokens costs against one token."""
+    ``cost(b)``: what a batch of b tokens costs against one token; ``a``, ``first``: as in
+    expected_tokens."""
     best, best_rate = 0, MIN_GAIN
     for k in range(1, limit + 1):
-        rate = expected_tokens(a, k) / cost(k + 1)
+        rate = expected_tokens(a, k, first) / cost(k + 1)
         if rate > best_rate:
             best, best_rate = k, rate
     return best
@@ -84,16 +97,19 @@ def best_length(a: float, cost: Callable[[int], float], limit: int) -> int:
 
 @dataclass
 class BatchCosts:
-    """What a batch of b tokens costs against one token, measured on this machine and model (a
-    moving average per batch size; kept by the engine across turns). It is not a straight line: on
-    a small quantized model two tokens cost nearly twice one, on an F16 one sixteen cost a few times
-    one (llama.cpp switches to matrix-matrix kernels). A size not measured yet is assumed to cost
-    1 + PRIOR_RHO * (b - 1): optimistic, so that `auto` tries it once where acceptance is high,
-    measures it, and drops it if it does not pay."""
+    """What a batch of b tokens costs against one token, measured on this machine and model (kept
+    by the engine across turns). Measured here: a step from one token to a batch (llama.cpp
+    switches kernels), then close to a straight line, steep on a small quantized model (a
+    17-token batch costs 8x one token on 2 cores) and flat on F16 weights (matrix-matrix
+    kernels). So sizes 2 and up are a line fitted to the sizes measured (a moving average each),
+    which also prices sizes never tried; before two sizes are measured the slope is PRIOR_RHO:
+    optimistic, so that `auto` tries a longer draft where acceptance is high, measures it, and
+    stops if it does not pay."""
 
     one: float = 0.0  # seconds of a one-token step
     ratios: dict[int, float] = field(default_factory=dict)  # batch size -> cost / one-token cost
     alpha: float = 0.2
+    _line: tuple[float, float] | None = None  # (cost at 2, slope per token), fitted to ratios
 
     def record(self, size: int, seconds: float) -> None:
         if size == 1:
@@ -102,20 +118,69 @@ class BatchCosts:
             sample = seconds / self.one
             old = self.ratios.get(size)
             self.ratios[size] = sample if old is None else old + self.alpha * (sample - old)
+            self._line = None
+
+    def line(self) -> tuple[float, float]:
+        """(cost of 2 tokens, cost of each token more) from the measured sizes (least squares)."""
+        if self._line is None:
+            points = sorted(self.ratios.items())
+            if not points:
+                self._line = (1.0 + PRIOR_RHO, PRIOR_RHO)
+            elif len(points) == 1:
+                (b, c), = points
+                self._line = (max(1.0, c - PRIOR_RHO * (b - 2)), PRIOR_RHO)
+            else:
+                mb = sum(b for b, _ in points) / len(points)
+                mc = sum(c for _, c in points) / len(points)
+                slope = sum((b - mb) * (c - mc) for b, c in points) / sum((b - mb) ** 2 for b, _ in points)
+                slope = max(slope, 0.0)
+                self._line = (max(1.0, mc + slope * (2 - mb)), slope)
+        return self._line
 
     def __call__(self, size: int) -> float:
-        return 1.0 if size <= 1 else self.ratios.get(size, 1.0 + PRIOR_RHO * (size - 1))
+        if size <= 1:
+            return 1.0
+        at2, slope = self.line()
+        return at2 + slope * (size - 2)
 
 
 @dataclass
 class _Acceptance:
-    """Per-token acceptance of drafts from one match length: a Beta posterior's mean."""
+    """How often a kind of draft token is right this turn: a Beta posterior's mean."""
 
+    prior: float
     accepted: float = 0.0
     tried: float = 0.0
 
     def rate(self) -> float:
-        return (self.accepted + PRIOR_ACCEPT * PRIOR_WEIGHT) / (self.tried + PRIOR_WEIGHT)
+        return (self.accepted + self.prior * PRIOR_WEIGHT) / (self.tried + PRIOR_WEIGHT)
+
+    def add(self, accepted: int, tried: int) -> None:
+        self.accepted += accepted
+        self.tried += tried
+
+
+@dataclass
+class DraftStats:
+    """How lookup drafts fared this turn: the first token after a match of each length, and
+    every later token given the one before was right. Per turn, as what one answer copies says
+    little about the next (a quote, then free writing)."""
+
+    first: dict[int, _Acceptance] = field(default_factory=dict)  # by match length
+    cont: _Acceptance = field(default_factory=lambda: _Acceptance(PRIOR_CONTINUE))
+
+    def first_rate(self, match: int) -> float:
+        return self._first(match).rate()
+
+    def _first(self, match: int) -> _Acceptance:
+        if match not in self.first:
+            self.first[match] = _Acceptance(1.0 - (1.0 - FIRST_AT_2) * FIRST_DECAY ** (match - NGRAM_MIN))
+        return self.first[match]
+
+    def add(self, match: int, drafted: int, accepted: int) -> None:
+        self._first(match).add(min(accepted, 1), 1)
+        if accepted:  # the later tokens were judged up to the first miss
+            self.cont.add(accepted - 1, min(drafted - 1, accepted))
 
 
 @dataclass
@@ -128,13 +193,13 @@ class LookupDrafter:
 
     setting: int
     costs: BatchCosts = field(default_factory=BatchCosts)
+    stats: DraftStats = field(default_factory=DraftStats)
     tokens: list[int] = field(default_factory=list)
     drafted: int = 0  # draft tokens proposed this turn
     accepted: int = 0  # of which the model agreed with
     _index: dict[tuple[int, ...], int] = field(default_factory=dict)
-    _stats: dict[int, _Acceptance] = field(default_factory=dict)
     _indexed: int = 0  # tokens[:_indexed] are in the index (built at the first draft, not before the first token)
-    _last_n: int = 0
+    _last_match: int = 0
 
     def extend(self, tokens: Sequence[int]) -> None:
         self.tokens.extend(tokens)
@@ -158,8 +223,14 @@ class LookupDrafter:
                 continue
             auto = self.setting == DRAFT_AUTO
             limit = min(room, len(toks) - start, MAX_DRAFT if auto else self.setting)
-            k = best_length(self._stats.setdefault(n, _Acceptance()).rate(), self.costs, limit) if auto else limit
-            self._last_n = n
+            match = n
+            while match < MATCH_CAP and start - match > 0 and toks[start - match - 1] == toks[-match - 1]:
+                match += 1  # how long the copy has run: the index keys stop at NGRAM_MAX
+            if auto:
+                k = best_length(self.stats.cont.rate(), self.costs, limit, first=self.stats.first_rate(match))
+            else:
+                k = limit
+            self._last_match = match
             return toks[start : start + k]
         return []
 
@@ -169,6 +240,4 @@ class LookupDrafter:
             return
         self.drafted += n_drafts
         self.accepted += n_accepted
-        stats = self._stats.setdefault(self._last_n, _Acceptance())
-        stats.accepted += n_accepted
-        stats.tried += n_accepted + (n_accepted < n_drafts)  # positions judged: up to the first miss
+        self.stats.add(self._last_match, n_drafts, n_accepted)
