@@ -13,6 +13,7 @@ llama.cpp, 2.5x the bytes). Writes the `lookup` section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -112,8 +113,8 @@ def main() -> None:
         f" — {machine()}; {args.threads} threads, greedy, n_ctx 2048. Each repeat runs `--draft off` and "
         "`--draft auto` back to back in alternating order; speed-up = median of the per-repeat ratios (range) of "
         "wall-clock generation tok/s; *CPU* = the same ratio per CPU second the process used after the first "
-        "token (steadier when other work takes the cores). The machine was shared with other engineers' builds "
-        "and tests while this ran: single numbers swing, the paired ratios less.\n\n"
+        f"token (steadier when other work takes the cores). Load average at the end {os.getloadavg()[0]:.1f} "
+        "on the 2 cores: single numbers swing, the paired ratios less.\n\n"
         "| model | task | off tok/s | auto tok/s | speed-up (range) | CPU | target | drafts kept | same tokens |\n"
         "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
     )

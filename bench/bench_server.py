@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import socket
 import statistics
 import subprocess
@@ -316,8 +317,8 @@ def report(args: argparse.Namespace, levels: list[int], results: dict, ttft: dic
         f"{args.tokens} tokens per request, {CTX_PER_SEQ}-token context per sequence, {max(levels)} slots in "
         "edgellm serve and llama-server (llama-cpp-python's server has one, requests wait their turn); "
         f"medians of {args.repeats} interleaved repeats (ratios: median of the per-repeat ratios, range); "
-        "clients: the `openai` package streaming "
-        "/v1/completions, one thread each, on the same machine.\n\n"
+        "clients: the `openai` package streaming /v1/completions, one thread each, on the same machine; "
+        f"load average at the end {os.getloadavg()[0]:.1f} (this benchmark's own processes included).\n\n"
         + head + "\n" + "\n".join(rows) + "\n\nTime to first token of a request arriving while 3 others stream "
         "(target: within 2x of alone):\n\n" + ttft_lines + "\n"
     )
