@@ -178,7 +178,7 @@ def test_outbox_holds_a_piece_no_longer_than_the_interval() -> None:
 
 def test_stream_interval_sends_the_same_text_in_fewer_pieces(default_model: Path) -> None:
     texts, counts = [], []
-    for interval in (0.0, 0.5):
+    for interval in (0.0, 2.0):
         engine = open_engine(default_model, slots=1, stream_interval=interval)
         try:
             events = submit(engine, "Count from one to twenty in words.", SamplingParams(temperature=0, max_tokens=24))
