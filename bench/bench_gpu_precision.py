@@ -29,10 +29,12 @@ Each run is its own process: CUDA reads those variables when it starts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +114,17 @@ def rewritten(src: Path, precision: str, folder: Path) -> Path:
     if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params) != 0:
         raise SystemExit(f"{src}: llama.cpp could not rewrite it in {precision}")
     return dst
+
+
+@contextlib.contextmanager
+def with_f16_copy(model: Path, f16: bool) -> Iterator[list[Path]]:
+    """``[model]``, plus with ``f16`` its F16 copy (the larger test model the CPU benchmarks use),
+    written to a temporary folder that goes away afterwards."""
+    if not f16:
+        yield [model]
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield [model, rewritten(model, "F16", Path(tmp))]
 
 
 def nmse(got: np.ndarray, ref: np.ndarray) -> float:

@@ -13,13 +13,12 @@ llama.cpp, 2.5x the bytes). Writes the `lookup` section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from bench.report import machine, write_section
+from bench.bench_gpu_precision import with_f16_copy
+from bench.report import load_average, machine, write_section
 from edgellm.models.default_model import default_model_path
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams, default_threads
 from edgellm.runtime.lookup import DRAFT_AUTO, DRAFT_OFF
@@ -100,12 +99,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=default_threads())
     args = ap.parse_args()
-    rows = measure(args.model, args)
-    if args.f16:
-        from bench.bench_gpu_precision import rewritten
-
-        with tempfile.TemporaryDirectory() as tmp:
-            rows += measure(rewritten(args.model, "F16", Path(tmp)), args)
+    with with_f16_copy(args.model, args.f16) as models:
+        rows = [row for model in models for row in measure(model, args)]
     table = (
         "## Lookup decoding vs plain decoding\n\n"
         f"`python -m bench.bench_lookup --repeats {args.repeats} --tokens {args.tokens}{' --f16' if args.f16 else ''}"
@@ -113,8 +108,8 @@ def main() -> None:
         f" — {machine()}; {args.threads} threads, greedy, n_ctx 2048. Each repeat runs `--draft off` and "
         "`--draft auto` back to back in alternating order; speed-up = median of the per-repeat ratios (range) of "
         "wall-clock generation tok/s; *CPU* = the same ratio per CPU second the process used after the first "
-        f"token (steadier when other work takes the cores). Load average at the end {os.getloadavg()[0]:.1f} "
-        "on the 2 cores: single numbers swing, the paired ratios less.\n\n"
+        f"token (steadier when other work takes the cores); {load_average()}: single numbers swing, the paired "
+        "ratios less.\n\n"
         "| model | task | off tok/s | auto tok/s | speed-up (range) | CPU | target | drafts kept | same tokens |\n"
         "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
     )

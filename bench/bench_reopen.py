@@ -20,7 +20,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from bench.report import machine, write_section
+from bench.bench_gpu_precision import with_f16_copy
+from bench.report import load_average, machine, write_section
 from edgellm.models.default_model import default_model_path
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams, default_threads
 from edgellm.runtime.kv_store import KVStore
@@ -97,19 +98,15 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=default_threads())
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = [measure(args.model, args, Path(tmp))]
-        if args.f16:
-            from bench.bench_gpu_precision import rewritten
-
-            rows.append(measure(rewritten(args.model, "F16", Path(tmp)), args, Path(tmp)))
+    with tempfile.TemporaryDirectory() as tmp, with_f16_copy(args.model, args.f16) as models:
+        rows = [measure(model, args, Path(tmp)) for model in models]
     table = (
         "## Reopening a chat: KV cache restored from disk vs full prompt evaluation\n\n"
         f"`python -m bench.bench_reopen --repeats {args.repeats} --prompt-tokens {args.prompt_tokens}"
         f"{' --f16' if args.f16 else ''}` — {machine()}; {args.threads} threads, n_ctx 4096. Time to first "
         "token of the reopened chat's next answer; each repeat runs both ways back to back in alternating order, "
-        "ratio = median of the per-repeat ratios (range). The saved file is read from the page cache. The "
-        "machine was shared with other engineers' builds and tests while this ran.\n\n"
+        "ratio = median of the per-repeat ratios (range). The saved file is read from the page cache; "
+        f"{load_average()}.\n\n"
         "| model | prompt tokens | full evaluation ms | restored ms | ratio (range) | target | file | same tokens |\n"
         "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
     )

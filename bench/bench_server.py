@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import socket
 import statistics
 import subprocess
@@ -33,7 +32,7 @@ import httpx
 import llama_cpp
 import openai
 
-from bench.report import machine, write_section
+from bench.report import load_average, machine, write_section
 from edgellm.models.default_model import default_model_path
 from edgellm.runtime.engine import Engine, LoadOptions
 
@@ -318,7 +317,7 @@ def report(args: argparse.Namespace, levels: list[int], results: dict, ttft: dic
         "edgellm serve and llama-server (llama-cpp-python's server has one, requests wait their turn); "
         f"medians of {args.repeats} interleaved repeats (ratios: median of the per-repeat ratios, range); "
         "clients: the `openai` package streaming /v1/completions, one thread each, on the same machine; "
-        f"load average at the end {os.getloadavg()[0]:.1f} (this benchmark's own processes included).\n\n"
+        f"{load_average()}.\n\n"
         + head + "\n" + "\n".join(rows) + "\n\nTime to first token of a request arriving while 3 others stream "
         "(target: within 2x of alone):\n\n" + ttft_lines + "\n"
     )

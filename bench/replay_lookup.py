@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import llama_cpp
 
+from bench.bench_gpu_precision import with_f16_copy
 from bench.bench_lookup import TASKS
 from edgellm.models.default_model import default_model_path
 from edgellm.runtime import lookup
@@ -121,12 +121,8 @@ def main() -> None:
     ap.add_argument("--f16", action="store_true", help="also the model's F16 copy (the larger test model)")
     ap.add_argument("--threads", type=int, default=default_threads())
     args = ap.parse_args()
-    rows = measure(args.model, args.threads)
-    if args.f16:
-        from bench.bench_gpu_precision import rewritten
-
-        with tempfile.TemporaryDirectory() as tmp:
-            rows += measure(rewritten(args.model, "F16", Path(tmp)), args.threads)
+    with with_f16_copy(args.model, args.f16) as models:
+        rows = [row for model in models for row in measure(model, args.threads)]
     print(f"{args.threads} threads; batch cost = a verified batch of b tokens against one token\n")
     print("| model | task | answer tokens | auto (replayed) | best possible | batch cost b: x |")
     print("|---|---|---|---|---|---|")

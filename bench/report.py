@@ -5,6 +5,7 @@ benchmarks can be rerun independently without clobbering each other."""
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import subprocess
@@ -39,6 +40,11 @@ def machine() -> str:
         rev = ""
     rev = rev or "?"
     return f"{time.strftime('%Y-%m-%d')}, {cpu}, {cores}, {ram}, commit {rev}"
+
+
+def load_average() -> str:
+    """How busy the machine was, for a results header (the benchmark's own threads included)."""
+    return f"load average {os.getloadavg()[0]:.1f} at the end (this benchmark's own threads included)"
 
 
 def write_section(name: str, markdown: str) -> None:
