@@ -9,6 +9,11 @@ class ConvertError(EdgeLLMError):
     """A checkpoint that cannot be converted; the message names the file and the fix."""
 
 
+class ImatrixError(ConvertError):
+    """Activations an importance matrix cannot use (non-finite values, inconsistent shapes), or a
+    llama.cpp whose tensors edgellm cannot read."""
+
+
 class ConfigError(ConvertError):
     """config.json is missing, unreadable or contradicts itself."""
 

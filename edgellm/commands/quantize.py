@@ -49,20 +49,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def output_folder(args: argparse.Namespace) -> Path:
-    """Where this run writes (and an interrupted one left its hidden intermediates)."""
-    if args.output:
-        return Path(args.output).expanduser().parent
-    if args.outdir:
-        return Path(args.outdir).expanduser()
-    src = Path(args.src).expanduser()
-    return src if src.is_dir() else src.parent
+def output_folder(src: str, output: str | None, outdir: str | None) -> Path:
+    """Where a run writes (and an interrupted one left its hidden intermediates)."""
+    if output:
+        return Path(output).expanduser().parent
+    if outdir:
+        return Path(outdir).expanduser()
+    source = Path(src).expanduser()
+    return source if source.is_dir() else source.parent
 
 
 def run(args: argparse.Namespace) -> int:
     import quantize
 
-    sweep_output(output_folder(args))
+    sweep_output(output_folder(args.src, args.output, args.outdir))
     if args.lora_only:
         return lora_only(args)
     run_quantize = quantize.run
@@ -96,8 +96,6 @@ def add_imatrix_options(p: argparse.ArgumentParser) -> None:
 
 def imatrix_request(args: argparse.Namespace):  # noqa: ANN201 (quantize is imported lazily)
     """--imatrix [FILE] --calibration --chunks as a request; the options without --imatrix are an error."""
-    from pathlib import Path
-
     from edgellm.errors import BadOption
     from quantize.imatrix.request import ImatrixRequest
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import quantize
+from edgellm.commands.quantize import output_folder
 from edgellm.errors import EdgeLLMError
 from edgellm.measure.quant_report import FLOAT_FILE_TYPES, report
 from edgellm.models.gguf_file import inspect
@@ -26,9 +27,7 @@ def quantize_and_report(
     temporary folder, and reported beside the weighted output."""
     wanted = parse_types(types)
     source = Path(src).expanduser()
-    folder = Path(out).expanduser().parent if out else Path(outdir).expanduser() if outdir else source.parent
-    if source.is_dir() and not out and not outdir:
-        folder = source
+    folder = output_folder(src, out, outdir)
     png = folder / f"{source.stem}-quant-report.png"
     if png.exists() and not force:
         raise EdgeLLMError(f"{png}: already exists (the report plot); pass --force to overwrite it")

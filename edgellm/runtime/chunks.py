@@ -10,16 +10,18 @@ MIN_CTX = 16  # llama.cpp's imatrix skips batches under 16 rows; a smaller conte
 
 def chunk_tokens(
     tokens: list[int], n_ctx: int, max_chunks: int | None, bos: int | None, *, what: str = "the text",
-    option: str = "--text",
+    option: str = "--text", ctx_option: str | None = "--ctx",
 ) -> list[list[int]]:  # fmt: skip
     """Consecutive n_ctx-token chunks (the tail that does not fill one is dropped), each starting
-    with BOS when the model adds one; at most ``max_chunks``. ``what`` and ``option`` name the text
-    and the option that gives it in the error for a text shorter than two chunks."""
+    with BOS when the model adds one; at most ``max_chunks``. ``what``, ``option`` and
+    ``ctx_option`` (None: the command has none) name the text, the option that gives it and the
+    one that sets n_ctx in the error for a text shorter than two chunks."""
     if n_ctx < MIN_CTX:
         raise EdgeLLMError(f"--ctx {n_ctx} is too small: use at least {MIN_CTX} (llama.cpp uses 512)")
     if len(tokens) < 2 * n_ctx:
+        smaller = f" or a smaller {ctx_option}" if ctx_option else ""
         raise EdgeLLMError(f"{what} has {len(tokens)} tokens but a context of {n_ctx} needs at least {2 * n_ctx}: "
-                           f"give a longer {option} or a smaller --ctx")  # fmt: skip
+                           f"give a longer {option}{smaller}")  # fmt: skip
     n = len(tokens) // n_ctx
     if max_chunks is not None and max_chunks > 0:
         n = min(n, max_chunks)

@@ -59,7 +59,7 @@ class EventStream:
         if batch[0].get("event") == "error":
             raise APIError.from_runner(batch[0])
         self._arrived[:0] = [e for e in batch if e.get("event") != "queued"]
-        self.finished = False
+        self.finished = False  # what came with ``queued`` (even ``done``) is batches()' to deliver
 
     async def batches(self, idle: float | None = None) -> AsyncIterator[list[dict[str, Any]]]:
         """The events as they arrive, in lists; an empty list after each ``idle`` seconds without

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quantize.errors import ImatrixError
 from quantize.imatrix import ggml_tensor as G
 
 
@@ -36,10 +37,6 @@ def weight_name(name: str) -> str:
     if "#" not in name:
         return name
     return name.split("#", 2)[1]
-
-
-class ImatrixError(RuntimeError):
-    """The activations cannot be used (non-finite values, inconsistent shapes)."""
 
 
 class Collector:

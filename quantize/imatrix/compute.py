@@ -44,6 +44,7 @@ class Plan:
     max_chunks: int | None = None
     threads: int | None = None
     process_output: bool = False
+    ctx_option: str | None = "--ctx"  # the option that sets n_ctx, for the too-short-text error
 
 
 def compute(model: Path, plan: Plan, on_chunk: OnChunk | None = None) -> Imatrix:
@@ -56,7 +57,7 @@ def compute(model: Path, plan: Plan, on_chunk: OnChunk | None = None) -> Imatrix
         tokens = engine.tokenize(text, add_special=True, parse_special=False)
         added = engine.tokenize("", add_special=True, parse_special=False)
         chunks = chunk_tokens(tokens, plan.n_ctx, plan.max_chunks, added[0] if added else None, what=plan.name,
-                              option="--calibration text")
+                              option="--calibration text", ctx_option=plan.ctx_option)
         t0, done = time.perf_counter(), 0
         for i, chunk in enumerate(chunks):
             engine.reset()

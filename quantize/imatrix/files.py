@@ -23,10 +23,14 @@ import numpy as np
 from edgellm.models.gguf_header import HeaderError, read_header
 from quantize.errors import OutputError
 from quantize.imatrix.collect import Entry
+from quantize.sources import read_capped
 from quantize.writer import atomic_output
 
 SUMS, COUNTS = ".in_sum2", ".counts"
 KEYS = gguf.Keys.IMatrix
+
+
+MAX_LEGACY = 1 << 30  # bytes: a legacy .dat of the largest mixture of experts is a few hundred MB
 
 
 class ImatrixFileError(OutputError):
@@ -117,8 +121,11 @@ def read(path: str | Path) -> Imatrix:
     p = Path(path).expanduser()
     if not p.is_file():
         raise ImatrixFileError(f"{p}: no such file (give an imatrix .gguf or .dat, e.g. from `edgellm imatrix`)")
-    with open(p, "rb") as fh:
-        magic = fh.read(4)
+    try:
+        with open(p, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as err:
+        raise ImatrixFileError(f"{p}: cannot read it ({err.strerror})") from None
     imatrix = _read_gguf(p) if magic == b"GGUF" else _read_legacy(p)
     imatrix.file = p.name
     return imatrix
@@ -161,7 +168,7 @@ def _read_gguf(path: Path) -> Imatrix:
 
 
 def _read_legacy(path: Path) -> Imatrix:
-    data = path.read_bytes()
+    data = read_capped(path, ImatrixFileError, limit=MAX_LEGACY)
     pos = 0
 
     def take(fmt: str) -> tuple:

@@ -13,6 +13,8 @@ import functools
 
 import numpy as np
 
+from quantize.errors import ImatrixError
+
 GGML_MAX_DIMS = 4
 GGML_MAX_SRC = 10
 GGML_MAX_OP_PARAMS = 64
@@ -73,7 +75,7 @@ def check_layout() -> None:
     size = lib.ggml_tensor_overhead() - GGML_OBJECT_SIZE
     ops = lib.ggml_op_name(GGML_OP_MUL_MAT), lib.ggml_op_name(GGML_OP_MUL_MAT_ID)
     if size != ctypes.sizeof(GGMLTensor) or ops != (b"MUL_MAT", b"MUL_MAT_ID"):
-        raise RuntimeError(
+        raise ImatrixError(
             f"this llama.cpp's ggml_tensor ({size} bytes, ops {ops}) is not the one edgellm mirrors "
             f"({ctypes.sizeof(GGMLTensor)} bytes): reinstall llama-cpp-python 0.3.36"
         )
@@ -102,7 +104,7 @@ def as_array(address: int, dtype: type[np.generic]) -> np.ndarray:
     t = tensor_at(address)
     itemsize = np.dtype(dtype).itemsize
     if t.nb[0] != itemsize:
-        raise RuntimeError(f"{name_of(t)}: element stride {t.nb[0]} is not {itemsize}")
+        raise ImatrixError(f"{name_of(t)}: element stride {t.nb[0]} is not {itemsize}")
     shape = tuple(int(t.ne[i]) for i in reversed(range(GGML_MAX_DIMS)))
     strides = tuple(int(t.nb[i]) for i in reversed(range(GGML_MAX_DIMS)))
     nbytes = itemsize + sum((int(t.ne[i]) - 1) * int(t.nb[i]) for i in range(GGML_MAX_DIMS))

@@ -47,7 +47,8 @@ def obtain(request: ImatrixRequest, model: Path, save_to: Path, *, saved: Imatri
         files.check_fits(saved, request.file or Path(saved.file), weight_shapes(model))  # the path as given
         return saved
     name, text = calibration.load(request.calibration)
-    plan = Plan(name, text, n_ctx=request.n_ctx, max_chunks=request.chunks, threads=threads)
+    plan = Plan(name, text, n_ctx=request.n_ctx, max_chunks=request.chunks, threads=threads,
+                ctx_option=None)  # `quantize --imatrix` computes on 512-token chunks, no --ctx
     matrix = compute(model, plan, chunk_progress() if progress else None)
     files.write(matrix, save_to, force=force)
     return matrix

@@ -243,6 +243,16 @@ def test_bad_matrix_files_are_one_line(tiny: tuple[Path, Path], tmp_path: Path, 
     assert not out.exists()
 
 
+def test_a_huge_file_is_refused_unread(tiny: tuple[Path, Path], tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """A multi-GB file given as a legacy .dat (not GGUF): refused by its size, not read into memory."""
+    huge = tmp_path / "model.safetensors"
+    with open(huge, "wb") as fh:
+        fh.truncate(files.MAX_LEGACY + 1)  # sparse: no disk used
+    line = _error_line(["quantize", str(tiny[1]), "-t", "q4_k_m", "--imatrix", str(huge),
+                        "-o", str(tmp_path / "o.gguf")], capsys)  # fmt: skip
+    assert str(huge) in line and f"{files.MAX_LEGACY + 1:,} bytes" in line
+
+
 def test_a_model_is_not_a_matrix(tiny: tuple[Path, Path], tmp_path: Path, capsys) -> None:  # noqa: ANN001
     line = _error_line(["quantize", str(tiny[1]), "-t", "iq2_xs", "--imatrix", str(tiny[1]),
                         "-o", str(tmp_path / "o.gguf")], capsys)  # fmt: skip
@@ -292,7 +302,7 @@ def test_every_new_type_quantizes_and_generates(tiny, tiny_matrix, tmp_path, typ
     with Engine(out, LoadOptions(n_ctx=128, n_threads=2)) as engine:
         turn = engine.chat([{"role": "user", "content": "hello"}], SamplingParams(temperature=0, max_tokens=6))
         turn.result()
-    assert turn.stats.generated_tokens == 6 or turn.stats.stop_reason == "stop"
+    assert turn.stats.generated_tokens > 0
 
 
 def _llama_quantize_means(path: Path) -> dict[str, np.ndarray]:
@@ -401,7 +411,10 @@ def test_imatrix_command_and_refusals(tiny: tuple[Path, Path], tmp_path: Path, c
     short = tmp_path / "short.txt"
     short.write_text("too short", encoding="utf-8")
     line = _error_line(["imatrix", str(tiny[1]), "-o", str(tmp_path / "x.gguf"), "--calibration", str(short)], capsys)
-    assert "short.txt has" in line and "needs at least 1024" in line
+    assert "short.txt has" in line and "needs at least 1024" in line and line.endswith("or a smaller --ctx")
+    line = _error_line(["quantize", str(tiny[1]), "-t", "q4_k_m", "--imatrix", "--calibration", str(short),
+                        "-o", str(tmp_path / "z.gguf")], capsys)  # fmt: skip
+    assert "short.txt has" in line and line.endswith("give a longer --calibration text")  # quantize has no --ctx
     q = tmp_path / "q.gguf"
     assert main(["quantize", str(tiny[1]), "-t", "q8_0", "-o", str(q)]) == 0
     capsys.readouterr()
