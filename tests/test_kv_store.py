@@ -220,6 +220,22 @@ def test_switching_chats_saves_the_one_left(engine: Engine, store: KVStore, monk
     assert back.tokens == full_evaluation(engine, REOPENED)
 
 
+def test_a_chat_trimmed_to_fit_is_not_saved_every_turn(engine: Engine, store: KVStore,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A long chat whose oldest turns `fit` dropped shares only the system prompt with the cache,
+    yet it is the same chat: no full cache write before its turn (one no reopen could use)."""
+    monkeypatch.setattr(engine, "kv_store", store)
+    engine.reset()
+    later = [{"role": "user", "content": "Now tell me about the storm. " + STORY},
+             {"role": "assistant", "content": "The storm broke the radio and nobody heard from Mara for weeks."}]
+    engine.chat([*CHAT, *later], SamplingParams(temperature=0, max_tokens=4)).result()
+    trimmed = [CHAT[0], *later, {"role": "user", "content": "What happened next?"}]  # the story turns dropped
+    engine.chat(trimmed, SamplingParams(temperature=0, max_tokens=4)).result()
+    assert not store.folder.exists()
+    engine.chat([{"role": "user", "content": "A different chat: " + STORY}], SamplingParams(max_tokens=4)).result()
+    only_entry(store)  # another conversation still saves the one it replaces
+
+
 def test_runner_saves_on_close_and_the_next_runner_restores(default_model: Path) -> None:
     """Through the real runner process: quitting saves the chat, a new runner reopens it from disk."""
     from edgellm.runtime.client import RemoteEngine

@@ -84,12 +84,13 @@ def test_the_off_switch_keeps_the_count_fixed(default_model: Path, monkeypatch: 
         assert getattr(engine, "_governor", None) is None
 
 
+@pytest.mark.skipif(threads.physical_cores() < 2 or not threads.adaptive(), reason="no governor: one core, or off")
 def test_closing_stops_the_governor_before_the_context_goes(default_model: Path) -> None:
     engine = Engine(default_model, LoadOptions(n_ctx=512, probe=False))
-    governor = getattr(engine, "_governor", None)
+    governor = engine._governor
+    assert governor is not None
     engine.close()
-    if governor is not None:
-        assert not governor._thread.is_alive()
+    assert not governor._thread.is_alive()
 
 
 def test_the_engine_answers_the_same_with_one_thread_as_with_two(default_model: Path) -> None:

@@ -215,7 +215,7 @@ class BatchEngine:
     ) -> None:
         opts = options or LoadOptions()
         self.stream_interval = max(0.0, stream_interval)
-        self._step_s = 0.0  # how long a decode step takes lately (when a held piece would go out)
+        self._step_s = 0.0  # how long a step (decodes, sampling, events) takes lately: when a held piece goes
         self.slots_n = max(1, slots)
         self.engine = Engine(path, dataclasses.replace(opts, n_seq=self.slots_n))
         eng = self.engine
@@ -289,7 +289,8 @@ class BatchEngine:
 
     def _sampler(self, req: BatchRequest) -> Any:
         """The request's sampler chain, all in llama.cpp: grammar first (it masks the tokens the
-        grammar forbids), OpenAI's presence/frequency penalties, then the Engine's usual chain."""
+        grammar forbids), the penalties (OpenAI's presence/frequency, llama.cpp's repeat), then the
+        Engine's usual chain."""
         eng = self.engine
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         if req.grammar:
@@ -298,10 +299,13 @@ class BatchEngine:
                 llama_cpp.llama_sampler_free(chain)
                 raise BadRequest("llama.cpp could not parse the grammar for this response_format")
             llama_cpp.llama_sampler_chain_add(chain, grammar)
-        if req.presence_penalty or req.frequency_penalty:
+        params = req.params
+        if req.presence_penalty or req.frequency_penalty:  # one penalties sampler, one token history
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_penalties(
-                self.n_vocab, req.params.repeat_last_n, 1.0, req.frequency_penalty, req.presence_penalty))
-        llama_cpp.llama_sampler_chain_add(chain, eng._sampler(req.params))
+                self.n_vocab, params.repeat_last_n, params.repeat_penalty, req.frequency_penalty,
+                req.presence_penalty))  # fmt: skip
+            params = dataclasses.replace(params, repeat_penalty=1.0)
+        llama_cpp.llama_sampler_chain_add(chain, eng._sampler(params))
         return chain
 
     # -- the owner thread ----------------------------------------------------------------------
@@ -314,7 +318,9 @@ class BatchEngine:
                     break
                 self._reap()
                 self._admit()
+            began = time.perf_counter()
             self._step()
+            self._step_s += 0.2 * (time.perf_counter() - began - self._step_s)
         for job in [*self._queue, *(s.job for s in self._slots if s.job)]:
             self._finish(job, error=EdgeLLMError("the model was shut down"))
 
@@ -398,7 +404,6 @@ class BatchEngine:
     def _decode(self, work: list[tuple[_Job, list[int], bool]], *, embeddings: bool) -> None:
         eng = self.engine
         n = self._fill(work)
-        began = time.perf_counter()
         if embeddings:
             llama_cpp.llama_set_embeddings(eng._ctx, True)
         try:
@@ -412,7 +417,6 @@ class BatchEngine:
         finally:
             if embeddings:
                 llama_cpp.llama_set_embeddings(eng._ctx, False)
-        self._step_s += 0.2 * (time.perf_counter() - began - self._step_s)
         with self._cond:
             if rc != 0:
                 err = EdgeLLMError(f"llama.cpp failed to evaluate a batch of {n} tokens (code {rc})")

@@ -42,7 +42,8 @@ def background(target: Callable[[], None], name: str) -> threading.Thread:
     `>>>` prompt, waiting for a piece) is interrupted by it, so these threads block SIGINT."""
 
     def run() -> None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        if hasattr(signal, "pthread_sigmask"):  # POSIX; elsewhere only the main thread gets Ctrl-C anyway
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         target()
 
     thread = threading.Thread(target=run, daemon=True, name=name)

@@ -69,11 +69,7 @@ class ModelDrafter(lookup.LookupDrafter):
         if not k:
             return []
         self._from_model = True
-        began = time.perf_counter()
-        drafts = self._greedy(k)
-        seconds = (time.perf_counter() - began) / max(len(drafts), 1)
-        self._model_cost = seconds if not self._model_cost else self._model_cost + 0.2 * (seconds - self._model_cost)
-        return drafts
+        return self._greedy(k)
 
     def _model_length(self, room: int) -> int:
         limit = min(room, lookup.MAX_DRAFT)
@@ -90,9 +86,10 @@ class ModelDrafter(lookup.LookupDrafter):
         assert eng is not None
         n_vocab = llama_cpp.llama_vocab_n_tokens(eng._vocab)
         out: list[int] = []
+        began = 0.0
         with eng._lock:
             eng._reuse_prefix(self.tokens)
-            pending = self.tokens[len(eng._cached):]
+            pending = self.tokens[len(eng._cached):]  # catching up first: not the cost of drafting
             for _ in range(k):
                 if not eng._decode(pending) or len(eng._cached) + 1 >= eng.n_ctx:
                     break
@@ -100,6 +97,11 @@ class ModelDrafter(lookup.LookupDrafter):
                 token = int(row.argmax())
                 out.append(token)
                 pending = [token]
+                began = began or time.perf_counter()
+        if len(out) > 1:  # seconds per drafted token: the one-token steps after the catch-up
+            seconds = (time.perf_counter() - began) / (len(out) - 1)
+            old = self._model_cost
+            self._model_cost = seconds if not old else old + 0.2 * (seconds - old)
         return out
 
     def result(self, n_drafts: int, n_accepted: int) -> None:

@@ -6,6 +6,7 @@ safe streaming, and exact per-turn statistics."""
 
 from __future__ import annotations
 
+import array
 import codecs
 import ctypes
 import ctypes.util
@@ -235,6 +236,9 @@ class Engine:
 
     def close(self) -> None:
         """Free llama.cpp's memory now rather than at garbage collection."""
+        draft = self.__dict__.pop("draft_engine", None)  # loaded at first use, if ever
+        if draft is not None:
+            draft.close()
         if getattr(self, "_governor", None):
             self._governor.stop()  # it sets the context's thread count: before the context goes
             self._governor = None
@@ -422,7 +426,7 @@ class Engine:
     @functools.cached_property
     def kv_store(self) -> KVStore | None:
         """Where closed chats' KV caches go (save_state) and come back from (any turn whose prompt
-        starts with a saved prefix); None with ``cache_size`` 0. Assignable (tests, servers)."""
+        starts with a saved prefix); None with ``cache_size`` 0. Assignable (tests, benchmarks)."""
         return KVStore(limit=self.options.cache_size) if self.options.cache_size > 0 else None
 
     @functools.cached_property
@@ -483,14 +487,15 @@ class Engine:
 
     def _restore_state(self, tokens: list[int]) -> int:
         """Before a turn: a cache holding another conversation (less than half of it shared with
-        ``tokens``: the chat was switched) is saved first; then the saved state sharing the longest
-        prefix with ``tokens`` is loaded if it beats what is cached by enough to pay for reading
-        it. Returns the tokens loaded, 0 for none."""
+        ``tokens``, and not the same chat with its oldest turns dropped to fit: the chat was
+        switched) is saved first; then the saved state sharing the longest prefix with ``tokens``
+        is loaded if it beats what is cached by enough to pay for reading it. Returns the tokens
+        loaded, 0 for none."""
         if self.kv_store is None or self.state_key is None:
             return 0
         common = min(len(self._cached), len(tokens))
         reusable = next((i for i in range(common) if self._cached[i] != tokens[i]), common)
-        if reusable < len(self._cached) // 2:
+        if reusable < len(self._cached) // 2 and not _window_moved(self._cached, tokens, reusable):
             self._save_state()
         gain = reusable + self.kv_store.min_tokens
         n = self.kv_store.restore(self._ctx, self.state_key, tokens[: len(tokens) - 1], gain)
@@ -532,6 +537,20 @@ class Engine:
 
     def __del__(self) -> None:
         self.close()
+
+
+def _window_moved(cached: list[int], tokens: list[int], shared: int) -> bool:
+    """Whether ``tokens`` after their first ``shared`` go on with text from later in ``cached``: the
+    same chat with its oldest turns dropped to fit the context (saving it then, every turn, would
+    cost a full cache write for a state no reopen can use), not another conversation."""
+    probe = tokens[shared : shared + 16]
+    if not probe:
+        return True
+    hay, needle = array.array("i", cached[shared:]).tobytes(), array.array("i", probe).tobytes()
+    at = hay.find(needle)
+    while at > 0 and at % 4:  # token-aligned matches only (4-byte ids)
+        at = hay.find(needle, at + 1)
+    return at >= 0
 
 
 class Turn:
@@ -576,10 +595,10 @@ class Turn:
 
     def _generate(self, t0: float, t1: float) -> Iterator[str]:
         eng, stats, params = self.engine, self.stats, self.params
+        drafter = eng._drafter(self.prompt, params.draft)  # may load the draft model: before what needs freeing
         sampler = eng._sampler(params)
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         limit = params.max_tokens if params.max_tokens > 0 else eng.n_ctx
-        drafter = eng._drafter(self.prompt, params.draft)
         batch = llama_cpp.llama_batch_init(lookup.MAX_DRAFT + 1, 0, 1)
         stop = "length"
         try:

@@ -31,6 +31,7 @@ def run(target: str, request: dict[str, Any], *, path: Path | str, what: str = "
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgellm.runtime.isolated", target],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        start_new_session=True,  # the terminal's Ctrl-C is the parent's: it kills the child itself
     )
     tail: collections.deque[str] = collections.deque(maxlen=200)
 

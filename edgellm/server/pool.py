@@ -46,8 +46,7 @@ class EventStream:
         TimeoutError after ``timeout`` seconds without any."""
         if not self._arrived:
             self._wake.clear()
-            async with asyncio.timeout(timeout):
-                await self._wake.wait()
+            await asyncio.wait_for(self._wake.wait(), timeout)
         batch, self._arrived = self._arrived, []
         if batch[-1].get("event") in FINAL:
             self.finished = True
@@ -67,7 +66,7 @@ class EventStream:
         while not self.finished:
             try:
                 yield await self.next(idle)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin before Python 3.11
                 yield []
 
     def cancel(self) -> None:

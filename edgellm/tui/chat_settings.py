@@ -18,6 +18,7 @@ class ChatSettings:
     repeat_penalty: float = SamplingParams.repeat_penalty
     max_tokens: int = SamplingParams.max_tokens
     seed: int | None = SamplingParams.seed  # `chat --seed N`: every answer repeatable; None: random
+    draft: int = SamplingParams.draft  # `chat --draft auto|off|N` (edgellm.runtime.lookup)
     n_ctx: int | None = None  # None: the model's own, capped by the engine
     n_threads: int | None = None  # None: physical cores
     n_gpu_layers: int = 0  # -1: all

@@ -57,7 +57,7 @@ def open_engine(model: Path, **kw: object) -> BatchEngine:
 
 @pytest.fixture(scope="module")
 def batch(default_model: Path) -> Iterator[BatchEngine]:
-    engine = open_engine(default_model, slots=2, chunk=32)
+    engine = open_engine(default_model, slots=2, chunk=32, stream_interval=0)  # a piece per token, to count steps
     yield engine
     engine.close()
 

@@ -149,7 +149,10 @@ def test_text_completion_and_embeddings(client: openai.OpenAI) -> None:
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
     raw = client.embeddings.with_raw_response.create(model=MODEL, input="a cat", encoding_format="float").parse()
     assert np.allclose(raw.data[0].embedding, vectors[0], atol=1e-5)
-    assert base64  # the client asked for base64 above (its default) and decoded it
+    b64 = httpx.post(f"{client.base_url}embeddings", timeout=60,
+                     json={"model": MODEL, "input": "a cat", "encoding_format": "base64"}).json()  # fmt: skip
+    decoded = np.frombuffer(base64.b64decode(b64["data"][0]["embedding"]), dtype="<f4")
+    assert np.allclose(decoded, vectors[0], atol=1e-5)
 
 
 def test_four_streams_at_once_match_greedy_answers_alone(client: openai.OpenAI) -> None:

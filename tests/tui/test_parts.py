@@ -73,6 +73,16 @@ def test_titles_and_code_blocks() -> None:
     assert code_blocks("a\n```sh\nls -l\n```\nb\n~~~\nx\n~~~\n") == ["ls -l", "x"]
 
 
+def test_command_line_sampling_reaches_the_chat() -> None:
+    """Every sampling option of `edgellm chat` (--draft, --seed, ...) ends up in the turns' SamplingParams."""
+    from edgellm.cli import build_parser
+    from edgellm.runtime.engine import LoadOptions
+
+    args = build_parser().parse_args(["chat", "default", "--draft", "off", "--seed", "7", "--temperature", "0.3"])
+    sampling = ChatSettings.from_args(args, LoadOptions()).sampling()
+    assert (sampling.draft, sampling.seed, sampling.temperature) == (0, 7, 0.3)
+
+
 def test_settings_json_round_trip_ignores_unknown_keys() -> None:
     s = ChatSettings(temperature=0.2, n_ctx=1024, n_gpu_layers=-1)
     assert ChatSettings.from_json({**s.to_json(), "from_the_future": 1}) == s
