@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,14 @@ def test_run_with_prompt_streams_the_answer_and_exits_0() -> None:
     assert "Paris" in done.stdout
     stats = done.stderr.strip().splitlines()[-1]
     assert stats.startswith("prompt:") and "tok/s" in stats and "first token" in stats
+
+
+def test_run_with_nothing_on_stdin_and_no_prompt_is_an_error() -> None:
+    """`edgellm run default </dev/null` (a script, a cron job): no terminal, no text: one line, exit 1."""
+    done = subprocess.run([sys.executable, "-m", "edgellm", "run", "default"], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert done.returncode == 1 and done.stderr.startswith("edgellm: error: the prompt is empty")
+    assert ">>>" not in done.stdout
 
 
 def test_run_reads_the_prompt_from_stdin() -> None:
@@ -179,6 +188,15 @@ def test_ctrl_c_during_an_answer_exits_130() -> None:
     text = err.decode()
     assert "stop: cancelled" in text and text.rstrip().endswith("edgellm: interrupted")
     assert "Traceback" not in text
+
+
+def test_show_system_names_the_prompt_a_conversation_gets(default_model: Path, tmp_path: Path) -> None:
+    from edgellm.commands.run import _default_system
+
+    assert _default_system(str(default_model)).startswith("You are a helpful assistant.")  # the registry's
+    other = tmp_path / "mine.gguf"
+    shutil.copyfile(default_model, other)  # a file the registry does not know
+    assert _default_system(str(other)) == "(no system prompt: the model's template decides)"
 
 
 def test_prompt_loop_commands() -> None:

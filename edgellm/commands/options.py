@@ -105,7 +105,7 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     d = SamplingParams()
     g = p.add_argument_group("sampling")
     g.add_argument("--system", default=None, metavar="TEXT",
-                   help="system prompt (default: the model's own, if its template has one)")
+                   help="system prompt (default: the registry's for the model, else its template's own)")
     g.add_argument("--temperature", type=number(float, 0), default=d.temperature, metavar="T",
                    help="randomness; 0 = greedy")
     g.add_argument("--top-k", type=number(int, 0), default=d.top_k, metavar="K",
@@ -133,10 +133,10 @@ def add_speed_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--draft", type=_draft, default=lookup.DRAFT_AUTO, metavar="auto|off|N",
                    help="lookup decoding: draft tokens the conversation already holds and verify them in one "
                         "batch; auto (default) drafts where it measures a gain, N always up to N tokens")
-    g.add_argument("--cache-size", type=_size, default=kv_store.DEFAULT_LIMIT, metavar="SIZE",
+    g.add_argument("--cache-size", type=size, default=kv_store.DEFAULT_LIMIT, metavar="SIZE",
                    help="disk for closed chats' KV caches, so that reopening one is instant (e.g. 500MB, 8GB; "
                         f"0 = off; default {kv_store.DEFAULT_LIMIT // 10**9}GB, least recently used dropped)")
-    g.add_argument("--draft-model", default=None, metavar="NAME|FILE",
+    g.add_argument("--draft-model", default=None, metavar="NAME|FILE|auto",
                    help="a small model of the same vocabulary drafts where lookup finds nothing (`auto`: the "
                         "one the registry names for MODEL, e.g. qwen1.5-0.5b-chat for qwen1.5-7b-chat)")
 
@@ -170,7 +170,7 @@ _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**1
                "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
-def _size(text: str) -> int:
+def size(text: str) -> int:
     """A size in bytes: `4GB`, `500M`, `1.5GiB`, `0` (decimal units, as edgellm.units prints them)."""
     number = text.strip().upper().rstrip("BIKMGT") or "?"
     unit = text.strip().upper()[len(number):]

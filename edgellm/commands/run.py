@@ -26,7 +26,7 @@ from edgellm.commands.options import (
     sampling_params,
 )
 from edgellm.errors import EdgeLLMError
-from edgellm.models.identity import model_label
+from edgellm.models.identity import default_system, model_label
 from edgellm.models.resolve import looks_like_path, resolve_model
 from edgellm.runtime.client import RemoteEngine, RemoteTurn, background
 from edgellm.runtime.engine import SamplingParams
@@ -115,6 +115,8 @@ def piped_input() -> str | None:
         mode = os.fstat(sys.stdin.fileno()).st_mode
     except (OSError, ValueError, io.UnsupportedOperation):
         return None
+    if stat.S_ISCHR(mode):  # a device that is no terminal: </dev/null is an empty prompt (not /dev/zero's flood)
+        return "" if not os.read(sys.stdin.fileno(), 1) else None
     return sys.stdin.read() if stat.S_ISFIFO(mode) or stat.S_ISREG(mode) or stat.S_ISSOCK(mode) else None
 
 
@@ -222,6 +224,12 @@ def read_message(first: str) -> str:
     return "\n".join(lines).strip("\n")
 
 
+def _default_system(path: str) -> str:
+    """What a conversation without a system prompt gets: the registry's prompt, else the template's."""
+    system = default_system(str(path))
+    return f"{system}\n  (the model's default)" if system else "(no system prompt: the model's template decides)"
+
+
 def show(engine: RemoteEngine, state: LoopState, what: str) -> str:
     """`/show [info|parameters|system|template]`."""
     info = engine.info
@@ -232,7 +240,7 @@ def show(engine: RemoteEngine, state: LoopState, what: str) -> str:
                 f"  context      {engine.n_ctx} of {info.context_length} trained",
         "parameters": "\n".join(f"  {name:<16}{getattr(state.params, field)}" for name, (field, _) in
                                 LOOP_PARAMETERS.items() if name != "num_predict"),
-        "system": state.system or "(no system prompt: the model's template decides)",
+        "system": state.system or _default_system(info.path),
         "template": engine.template,
     }  # fmt: skip
     if what and what not in parts:

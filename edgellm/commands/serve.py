@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "for generation (0: every token on its own)")  # fmt: skip
     g.add_argument("--api-key", default=None, metavar="KEY",
                    help=f"require `Authorization: Bearer KEY`; ${API_KEY_ENV} does the same without showing "
-                        "the key to `ps` (default: no key)")
+                        "the key to the system's `ps` (default: no key)")
     g.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from ORIGIN (repeatable; `*` for any); off by default")  # fmt: skip
     add_load_options(p)

@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 
 from edgellm import __version__, paths
-from edgellm.commands.options import THREADS, number
-from edgellm.errors import BadOption, EdgeLLMError
+from edgellm.commands.options import THREADS, number, size
+from edgellm.errors import EdgeLLMError
 from edgellm.runtime import rpc
 from edgellm.units import human_bytes
 
@@ -52,8 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", choices=sorted(rpc.DEVICE_TYPES), default="cpu", help="what to lend (default cpu)")
     p.add_argument(
-        "--memory", type=_size, default=None, metavar="SIZE",
-        help="memory offered to clients, e.g. 12G (default: RAM available, or free VRAM); clients split layers by it",
+        "--memory", type=_memory, default=None, metavar="SIZE",
+        help="memory offered to clients, e.g. 12GB (default: RAM available, or free VRAM); clients split layers by it",
     )  # fmt: skip
     p.set_defaults(handler=run)
 
@@ -62,20 +62,12 @@ def _default_cache() -> Path:
     return paths.cache_dir() / "rpc"
 
 
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def _size(text: str) -> int:
-    """``12G``, ``512M``, ``1.5G`` or bytes."""
-    number = text.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = number[-1:] if number[-1:] in _UNITS else ""
-    try:
-        value = float(number[: len(number) - len(unit)]) * _UNITS[unit]
-    except ValueError:
-        raise BadOption(f"--memory takes a size such as 12G or 512M, not {text!r}") from None
+def _memory(text: str) -> int:
+    """--memory: a size as every other edgellm size (decimal: 12GB, 512MB, 1.5GiB), at least 1 MiB."""
+    value = size(text)
     if value < 1 << 20:
-        raise BadOption(f"--memory {text!r} is less than 1 MiB")
-    return int(value)
+        raise argparse.ArgumentTypeError(f"{text!r} is less than 1 MiB")
+    return value
 
 
 def is_loopback(host: str) -> bool:

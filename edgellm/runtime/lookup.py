@@ -50,7 +50,7 @@ MIN_GAIN = 1.02  # draft only where the expected speed-up beats this
 
 
 def parse_draft(value: str) -> int:
-    """`--draft auto|off|N` as SamplingParams.draft: DRAFT_AUTO, DRAFT_OFF or N (1..MAX_DRAFT)."""
+    """`--draft auto|off|N` as SamplingParams.draft: DRAFT_AUTO, DRAFT_OFF or N (0..MAX_DRAFT; 0 is off)."""
     named = {"auto": DRAFT_AUTO, "off": DRAFT_OFF}
     if value in named:
         return named[value]
