@@ -18,7 +18,7 @@ import time
 
 import psutil
 
-from bench.report import machine, write_section
+from bench.report import load_average, machine, write_section
 from edgellm.models.default_model import default_model_path
 from edgellm.runtime.client import RemoteEngine
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams, default_threads
@@ -71,14 +71,13 @@ def main() -> None:
     med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for k, v in results.items()}
     tokens = results["runner"][0][2]
     ratios = [r[1] / ip[1] for r, ip in zip(results["runner"], results["in-process"], strict=True)]
-    load = os.getloadavg()
     lines = [
         "## The runner process's cost (`bench/bench_runner.py`)",
         "",
         f"`.venv/bin/python -m bench.bench_runner --repeats {args.repeats} --tokens {args.tokens}`; "
         f"model `{os.path.basename(args.model)}`, {args.threads} threads, {tokens} greedy tokens per turn, "
         f"KV cache reset before each turn, lookup decoding off; repeats alternate A/B, medians. {machine()}; "
-        f"load average during the run {load[0]:.1f} (other work shared the 2 cores).",
+        f"{load_average()}.",
         "",
         "| | time to first token (ms) | generation tok/s |",
         "|---|---|---|",

@@ -17,15 +17,8 @@ from edgellm.errors import EdgeLLMError
 from edgellm.runtime import rpc
 from edgellm.runtime.client import RemoteEngine, RunnerDied
 from edgellm.runtime.engine import LoadOptions, SamplingParams
+from tests.limited import one_line_error
 from tests.rpc.conftest import free_port, launch, run_cli
-
-
-def one_line_error(done) -> str:  # noqa: ANN001 - CompletedProcess
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    return lines[0]
 
 
 def test_unreachable_worker_is_one_line(default_model: Path) -> None:

@@ -93,6 +93,17 @@ async def wait_idle(pilot: Pilot, timeout: float = 120.0) -> None:
     await pilot.pause()
 
 
+async def wait_writing(pilot: Pilot, chars: int = 20, timeout: float = 120.0) -> None:
+    """Until the answer being written shows more than ``chars`` characters (mid-answer)."""
+    view = chat_view(pilot.app)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not (view._answer_view and len(view._answer_view.content) > chars):
+        if loop.time() > deadline:
+            raise AssertionError(f"no answer of more than {chars} characters within {timeout:g} s")
+        await pilot.pause(0.02)
+
+
 async def send(pilot: Pilot, text: str) -> None:
     """Type ``text`` in the message box and press Enter (once the screen has opened its chat)."""
     view = chat_view(pilot.app)

@@ -11,7 +11,7 @@ from edgellm.runtime.engine import Engine
 from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.widgets.message import MessageView
 from edgellm.tui.widgets.status_bar import StatusBar
-from tests.tui.conftest import GREEDY, chat_view, send, wait_idle
+from tests.tui.conftest import GREEDY, chat_view, send, wait_idle, wait_writing
 
 pytestmark = pytest.mark.anyio
 ESSAY = "Write a very long essay about the history of Rome."
@@ -65,8 +65,7 @@ async def test_escape_stops_the_answer_and_keeps_what_was_written(make_real_app)
         view = chat_view(app)
         await send(pilot, "Write a very long story about a dragon.")
         answer = view.answer
-        while not (view._answer_view and len(view._answer_view.content) > 20):
-            await pilot.pause(0.02)
+        await wait_writing(pilot)
         await pilot.press("escape")
         await wait_idle(pilot)
         assert answer.stats.stop_reason == "cancelled"

@@ -16,7 +16,7 @@ from edgellm.tui.chat_settings import ChatSettings
 from edgellm.tui.engines import EngineSlot, load_engine
 from edgellm.tui.sessions import SessionStore
 from edgellm.tui.widgets.message import MessageView
-from tests.tui.conftest import chat_view, send, wait_idle
+from tests.tui.conftest import chat_view, send, wait_idle, wait_writing
 
 pytestmark = pytest.mark.anyio
 
@@ -31,8 +31,7 @@ async def test_a_killed_runner_fails_the_answer_and_the_next_message_works(db_pa
             view = chat_view(app)
             await send(pilot, "Write a very long story about a dragon.")
             answer = view.answer
-            while not (view._answer_view and len(view._answer_view.content) > 20):
-                await pilot.pause(0.02)
+            await wait_writing(pilot)
             first_runner = answer.engine.runner.proc.pid
             os.kill(first_runner, signal.SIGKILL)
             await wait_idle(pilot)
