@@ -61,7 +61,7 @@ def compute(model: Path, plan: Plan, on_chunk: OnChunk | None = None) -> Imatrix
         t0, done = time.perf_counter(), 0
         for i, chunk in enumerate(chunks):
             engine.reset()
-            engine.logits(chunk)  # every position an output (see the module docstring)
+            engine.logits(chunk, keep=False)  # every position an output (see the module docstring), none kept
             collector.check()
             done += len(chunk)
             if on_chunk:
