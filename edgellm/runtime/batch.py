@@ -5,7 +5,8 @@ of a context opened with ``n_seq`` = slots and a unified KV cache, and one owner
 loop (a llama.cpp context is not thread-safe; callers never wait on a decode):
 
     admit queued requests into free slots, keeping the longest cached prefix (copied from
-    another sequence when that one holds more of it)  ->  one batch: the last sampled token of
+    another sequence, or restored from the host-memory prompt cache, when that holds more of
+    it); idle slots' caches move to that prompt cache  ->  one batch: the last sampled token of
     every generating sequence, then prompt tokens up to one chunk  ->  llama_decode  ->
     each sequence samples in llama.cpp with its own chain (grammar included)  ->  emit pieces
 
@@ -34,10 +35,12 @@ import numpy as np
 from edgellm.errors import ContextOverflow, EdgeLLMError
 from edgellm.runtime import planner
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
+from edgellm.runtime.prompt_cache import PromptCache, common_prefix
 
 DEFAULT_CHUNK = 256  # prompt tokens per step: a longer prompt waits, the streams do not
 DEFAULT_QUEUE = 32  # requests waiting for a slot before further ones are refused
 DEFAULT_STREAM_INTERVAL_S = 0.1  # pieces of one stream sent together within this window (see Outbox)
+DEFAULT_CACHE_RAM = 2_000_000_000  # bytes of host memory for idle slots' KV caches (edgellm.runtime.prompt_cache)
 MAX_DEFAULT_SLOTS = 4  # batching pays from about 4 sequences on a laptop CPU (../shared/NOTES.md)
 
 # event callback: emit(event, **payload) with event in "queued", "piece", "done", "error"
@@ -187,17 +190,14 @@ class _Job:
 
 @dataclass
 class _Slot:
-    """One llama.cpp sequence and the tokens its KV cache holds (kept after a request ends, so
-    the next turn of that conversation evaluates only what is new)."""
+    """One llama.cpp sequence and the tokens its KV cache holds (kept after a request ends, then
+    parked in the prompt cache when the next request comes, so the next turn of that
+    conversation evaluates only what is new)."""
 
     seq: int
     cached: list[int] = field(default_factory=list)
     job: _Job | None = None
     last_used: float = 0.0
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    return len(os.path.commonprefix([a, b]))
 
 
 class BatchEngine:
@@ -212,6 +212,7 @@ class BatchEngine:
         chunk: int = DEFAULT_CHUNK,
         max_queue: int = DEFAULT_QUEUE,
         stream_interval: float = DEFAULT_STREAM_INTERVAL_S,
+        cache_ram: int = DEFAULT_CACHE_RAM,
     ) -> None:
         opts = options or LoadOptions()
         self.stream_interval = max(0.0, stream_interval)
@@ -225,6 +226,7 @@ class BatchEngine:
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(eng._vocab)
         self.n_embd = llama_cpp.llama_model_n_embd(eng._model)
         self._slots = [_Slot(i) for i in range(self.slots_n)]
+        self._parked = PromptCache(cache_ram)  # idle slots' caches, out of the decodes' way
         self._queue: collections.deque[_Job] = collections.deque()
         self._jobs: dict[object, _Job] = {}
         self._cond = threading.Condition()
@@ -334,28 +336,44 @@ class BatchEngine:
                 self._finish(slot.job, "cancelled")
 
     def _admit(self) -> None:
-        """Move waiting requests into free slots (under the lock)."""
+        """Move waiting requests into free slots, then park the idle slots' caches (under the lock)."""
+        admitted = False
         while self._queue:
             free = [s for s in self._slots if s.job is None]
             if not free:
-                return
-            job = self._queue.popleft()
-            self._place(job, free)
+                break
+            self._place(self._queue.popleft(), free)
+            admitted = True
+        if admitted and self._parked.limit:
+            for slot in self._slots:
+                if slot.job is None and slot.cached:
+                    self._parked.save(self.engine._ctx, slot.seq, slot.cached)
+                    llama_cpp.llama_memory_seq_rm(self.engine._memory, slot.seq, -1, -1)
+                    slot.cached = []
 
     def _place(self, job: _Job, free: list[_Slot]) -> None:
         """Give ``job`` the free slot that already holds the most of its prompt (else the least
-        recently used); copy a longer prefix from any other sequence (unified cache: the cells
-        are shared, not recomputed). One prompt token is always left to evaluate, for its logits."""
+        recently used), then reuse the longest prefix of its prompt held anywhere: that slot's
+        cells, another sequence's (unified cache: the cells are shared, not recomputed) or a parked
+        cache (restored). One prompt token is always left to evaluate, for its logits."""
         prompt = job.req.prompt
-        mem = self.engine._memory
+        ctx, mem = self.engine._ctx, self.engine._memory
         usable = 0 if job.req.embed else len(prompt) - 1
-        slot = max(free, key=lambda s: (_common_prefix(s.cached, prompt), -s.last_used))
-        keep = min(_common_prefix(slot.cached, prompt), usable)
+        slot = max(free, key=lambda s: (common_prefix(s.cached, prompt), -s.last_used))
+        keep = min(common_prefix(slot.cached, prompt), usable)
         if keep == 0:
             slot = min(free, key=lambda s: s.last_used)
-        donor = max(self._slots, key=lambda s: _common_prefix(s.cached, prompt))
-        shared = min(_common_prefix(donor.cached, prompt), usable)
-        if shared > keep and donor is not slot:
+        if keep < len(slot.cached):  # what this prompt does not reuse is parked before it is overwritten
+            self._parked.save(ctx, slot.seq, slot.cached)
+        donor = max(self._slots, key=lambda s: common_prefix(s.cached, prompt))
+        shared = min(common_prefix(donor.cached, prompt), usable)
+        key, parked = self._parked.best(prompt)
+        parked = min(parked, usable)
+        if key is not None and parked > max(keep, shared):
+            restored = self._parked.restore(ctx, key, slot.seq)
+            keep = parked if restored is not None else 0
+            llama_cpp.llama_memory_seq_rm(mem, slot.seq, keep, -1)
+        elif shared > keep and donor is not slot:
             llama_cpp.llama_memory_seq_rm(mem, slot.seq, 0, -1)
             llama_cpp.llama_memory_seq_cp(mem, donor.seq, slot.seq, 0, shared)
             keep = shared

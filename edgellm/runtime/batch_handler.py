@@ -6,7 +6,8 @@ Ops (all answered as ``queued``, then ``piece``/``embedding`` events, then ``don
 many slots are busy and how many requests wait. Each carries ``params`` (SamplingParams'
 fields), and optionally ``stop``, ``response_format`` (OpenAI's: becomes a llama.cpp grammar),
 ``presence_penalty``, ``frequency_penalty``, ``logprobs``. Load options are LoadOptions' fields
-plus ``slots``, ``chunk``, ``max_queue`` and ``stream_interval`` (seconds); ``n_ctx`` is the context of one slot."""
+plus ``slots``, ``chunk``, ``max_queue``, ``stream_interval`` (seconds) and ``cache_ram`` (bytes);
+``n_ctx`` is the context of one slot."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from edgellm.errors import EdgeLLMError
 from edgellm.runtime.batch import (
+    DEFAULT_CACHE_RAM,
     DEFAULT_CHUNK,
     DEFAULT_QUEUE,
     DEFAULT_STREAM_INTERVAL_S,
@@ -43,6 +45,7 @@ class BatchHandler:
             chunk=int(options.get("chunk") or DEFAULT_CHUNK),
             max_queue=int(options.get("max_queue", DEFAULT_QUEUE)),
             stream_interval=float(options.get("stream_interval", DEFAULT_STREAM_INTERVAL_S)),
+            cache_ram=int(options.get("cache_ram", DEFAULT_CACHE_RAM)),
         )
         eng = self.batch.engine
         self.info = {

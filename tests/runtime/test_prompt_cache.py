@@ -1,0 +1,107 @@
+"""The server's host-memory prompt cache: idle slots' KV caches leave the context when the next
+request comes (so they no longer widen its decodes), and a later turn of that conversation is
+restored from memory, with the answer a full evaluation gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import llama_cpp
+
+from edgellm.runtime.batch import BatchEngine, BatchRequest
+from edgellm.runtime.engine import Engine, LoadOptions
+from edgellm.runtime.prompt_cache import PromptCache
+from tests.runtime.test_batch import GREEDY, Events, open_engine
+
+
+def ask(engine: BatchEngine, text: str) -> tuple[list[int], Events]:
+    """A raw prompt (no template, so conversations share no prefix), greedy."""
+    prompt, events = engine.engine.tokenize(text), Events()
+    engine.submit(events.key, BatchRequest(prompt, GREEDY), events)
+    return prompt, events.wait()
+
+
+def cells(engine: BatchEngine, seq: int) -> int:
+    """Positions sequence ``seq`` holds in the context (0: none)."""
+    return llama_cpp.llama_memory_seq_pos_max(engine.engine._memory, seq) + 1
+
+
+def test_idle_slot_is_parked_then_restored_with_the_same_answer(default_model: Path) -> None:
+    engine = open_engine(default_model, slots=2)
+    fresh = open_engine(default_model, slots=2, cache_ram=0)
+    try:
+        prompt, first = ask(engine, "The capital of France is")
+        seq = next(s.seq for s in engine._slots if s.cached)
+        assert cells(engine, seq) > len(prompt)  # kept while nothing else comes
+        ask(engine, "12, 13, 14, 15,")  # another conversation, in the other slot: the first one is parked
+        assert cells(engine, seq) == 0 and len(engine._parked) == 1
+        follow = "The capital of France is" + first.text + " The capital of Italy is"
+        _, again = ask(engine, follow)
+        _, reference = ask(fresh, follow)
+    finally:
+        engine.close()
+        fresh.close()
+    assert reference.done["cached_tokens"] == 0
+    assert again.done["cached_tokens"] >= len(prompt)
+    assert again.text == reference.text
+
+
+def test_without_cache_ram_idle_slots_keep_their_cells(default_model: Path) -> None:
+    engine = open_engine(default_model, slots=2, cache_ram=0)
+    try:
+        ask(engine, "The capital of France is")
+        seq = next(s.seq for s in engine._slots if s.cached)
+        ask(engine, "12, 13, 14, 15,")
+        assert cells(engine, seq) > 0 and len(engine._parked) == 0
+    finally:
+        engine.close()
+
+
+def fill(eng: Engine, seq: int, tokens: list[int]) -> None:
+    batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
+    try:
+        for i, token in enumerate(tokens):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, i, 1, False
+            batch.seq_id[i][0] = seq
+        batch.n_tokens = len(tokens)
+        assert llama_cpp.llama_decode(eng._ctx, batch) == 0
+    finally:
+        llama_cpp.llama_batch_free(batch)
+
+
+def test_bounded_and_prefixes_merged(default_model: Path) -> None:
+    with Engine(default_model, LoadOptions(n_ctx=1024, n_threads=1, n_seq=2, probe=False)) as eng:
+        tokens = eng.tokenize("one two three four five six seven eight nine ten " * 8)
+        fill(eng, 0, tokens)
+        size = llama_cpp.llama_state_seq_get_size(eng._ctx, 0)
+        cache = PromptCache(limit=2 * size + size // 2)  # two such entries, not three
+        assert cache.save(eng._ctx, 0, tokens[:40]) and cache.save(eng._ctx, 0, tokens)
+        assert len(cache) == 1  # the shorter one is a prefix of the longer: dropped
+        assert cache.save(eng._ctx, 0, tokens[:40]) and len(cache) == 1  # already held inside the longer
+        for seq, other in ((1, "alpha beta gamma " * 20), (1, "red green blue " * 20)):
+            more = eng.tokenize(other * 3)[: len(tokens)]  # as large as the first
+            llama_cpp.llama_memory_seq_rm(eng._memory, seq, -1, -1)
+            fill(eng, seq, more)
+            assert cache.save(eng._ctx, seq, more)
+        assert cache.used <= cache.limit and len(cache) == 2  # the least recently used went
+        key, shared = cache.best(tokens[:50] + [1, 2, 3])
+        assert key is None and shared == 0  # it was the oldest
+        key, shared = cache.best(more + [1])
+        assert shared == len(more)
+        assert cache.restore(eng._ctx, key, 0) == more
+        assert llama_cpp.llama_memory_seq_pos_max(eng._memory, 0) == len(more) - 1
+
+
+def test_a_refused_restore_empties_the_sequence(default_model: Path) -> None:
+    """llama.cpp refuses a state larger than the context: the entry is dropped, the sequence is
+    empty, the prompt will simply be evaluated."""
+    with Engine(default_model, LoadOptions(n_ctx=1024, n_threads=1, probe=False)) as big:
+        tokens = big.tokenize("one two three four five six seven eight nine ten " * 60)[:400]  # one batch (512), more than the small context
+        fill(big, 0, tokens)
+        cache = PromptCache(limit=10**9)
+        assert cache.save(big._ctx, 0, tokens)
+    with Engine(default_model, LoadOptions(n_ctx=256, n_threads=1, probe=False)) as small:
+        fill(small, 0, tokens[:10])
+        key, _ = cache.best(tokens)
+        assert cache.restore(small._ctx, key, 0) is None
+        assert len(cache) == 0 and llama_cpp.llama_memory_seq_pos_max(small._memory, 0) == -1
