@@ -5,8 +5,9 @@ from the llama.cpp vendored in the pinned llama-cpp-python sdist: bench/llama_to
 Every client is the real `openai` package streaming /v1/completions with a counting prompt (so
 every request generates exactly --tokens tokens). Aggregate tok/s = tokens after each stream's
 first / (last token of any stream - first token of any stream); per-stream tok/s the same per
-stream; the bare loop is timed the same way (after prefill). Repeats interleave the systems at
-each level, so machine noise hits all of them; medians are reported. Then the time to first token
+stream; the bare loop is timed the same way (after prefill). Each repeat runs every system twice
+at each level in mirrored order (A B C ... C B A), so load that drifts hits all of them alike;
+medians over repeats are reported. Then the time to first token
 of a request that arrives while 3 others stream, against the same request alone.
 Writes the `server` section of docs/benchmarks.md.
 
@@ -235,6 +236,25 @@ def ttft_ratio(server: Served, repeats: int) -> tuple[float, float]:
     return statistics.median(alone), statistics.median(busy)
 
 
+BARE = "bare llama_decode loop"
+
+
+def mirrored(servers: list[Served], n: int, args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """Each system twice at ``n`` streams, in the order A B C ... C B A: a load that drifts during
+    the round hits every system alike on average (a single pass favours whoever runs in the quiet
+    part). Returns each system's mean (aggregate, per-stream) tok/s."""
+    systems: list[Served | None] = [None, *servers]  # None: the bare loop
+    got: dict[str, list[tuple[float, float]]] = {}
+    for system in systems + systems[::-1]:
+        if system is None:
+            bare = bare_loop(args.model, n, args.tokens, args.threads)
+            got.setdefault(BARE, []).append((bare, bare / n))
+        else:
+            got.setdefault(system.name, []).append(load(system, n, args.tokens))
+    return {name: (statistics.fmean(a for a, _ in runs), statistics.fmean(p for _, p in runs))
+            for name, runs in got.items()}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=default_model_path())
@@ -272,13 +292,10 @@ def main() -> None:
             load(s, 1, 8)
         for rep in range(args.repeats):
             for n in levels:
-                bare = bare_loop(args.model, n, args.tokens, args.threads)
-                results.setdefault("bare llama_decode loop", {}).setdefault(n, []).append((bare, bare / n))
-                line = [f"repeat {rep + 1}, {n} streams: bare {bare:.1f}"]
-                for s in servers:
-                    agg, per = load(s, n, args.tokens)
-                    results.setdefault(s.name, {}).setdefault(n, []).append((agg, per))
-                    line.append(f"{s.name} {agg:.1f} ({per:.1f}/stream)")
+                line = [f"repeat {rep + 1}, {n} streams:"]
+                for name, (agg, per) in mirrored(servers, n, args).items():
+                    results.setdefault(name, {}).setdefault(n, []).append((agg, per))
+                    line.append(f"{name} {agg:.1f} ({per:.1f}/stream)")
                 print(", ".join(line), flush=True)
         for s in servers:
             ttft[s.name] = ttft_ratio(s, args.repeats)
@@ -303,7 +320,7 @@ def report(args: argparse.Namespace, levels: list[int], results: dict, ttft: dic
     rows = [f"| {name}: aggregate (per stream) tok/s | "
             + " | ".join(f"{by[n][0]:.0f} ({by[n][1]:.0f})" for n in levels) + " |" for name, by in med.items()]
     ours = [name for name in med if name.startswith("edgellm serve")]
-    for theirs in ("bare llama_decode loop", "llama-server", "llama-cpp-python server"):
+    for theirs in (BARE, "llama-server", "llama-cpp-python server"):
         if theirs in med:
             rows += [f"| {name} / {theirs.removesuffix(' llama_decode loop')} | "
                      + " | ".join(ratio(name, theirs, n) for n in levels) + " |" for name in ours]
@@ -315,7 +332,8 @@ def report(args: argparse.Namespace, levels: list[int], results: dict, ttft: dic
         f"`python -m bench.bench_server {cmd}` — {machine()}; model `{args.model.name}`, {args.threads} threads, "
         f"{args.tokens} tokens per request, {CTX_PER_SEQ}-token context per sequence, {max(levels)} slots in "
         "edgellm serve and llama-server (llama-cpp-python's server has one, requests wait their turn); "
-        f"medians of {args.repeats} interleaved repeats (ratios: median of the per-repeat ratios, range); "
+        f"medians of {args.repeats} repeats, each running every system twice at each level in mirrored order "
+        "(A B C ... C B A, the two runs averaged; ratios: median of the per-repeat ratios, range); "
         "clients: the `openai` package streaming /v1/completions, one thread each, on the same machine; "
         f"{load_average()}.\n\n"
         + head + "\n" + "\n".join(rows) + "\n\nTime to first token of a request arriving while 3 others stream "

@@ -1,0 +1,87 @@
+"""A draft model (`--draft-model`) against plain decoding and against lookup alone: generation
+tok/s where lookup finds little (free writing) and where it finds much (a quote), greedy.
+
+The pair. No two real models of one vocabulary and different sizes install offline here, so the
+target is the default model's F32 copy (its Q4_1 weights dequantized by llama.cpp: 6x the bytes,
+the same answers up to rounding) and the draft is the default model itself. That keeps what makes
+a draft model pay (a draft that costs a fraction of a target step and agrees with it most of the
+time) with the models this machine has; a real pair (Qwen1.5-0.5B-Chat for Qwen1.5-7B-Chat)
+agrees less and costs relatively less.
+
+Within each repeat the three modes run back to back in rotating order, so load from other work hits
+all of them; ratios are medians of per-repeat ratios. Answers are compared token for token with
+plain decoding (must be equal). Writes the `draft_model` section of docs/benchmarks.md.
+
+    .venv/bin/python -m bench.bench_draft_model [--repeats 3] [--tokens 96] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from bench.bench_gpu_precision import rewritten
+from bench.bench_lookup import TASKS, run_task
+from bench.report import load_average, machine, write_section
+from edgellm.models.default_model import default_model_path
+from edgellm.runtime.engine import Engine, LoadOptions, default_threads
+from edgellm.runtime.lookup import DRAFT_AUTO, DRAFT_OFF
+
+MODES = ("plain", "lookup", "draft model")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=96)
+    ap.add_argument("--threads", type=int, default=default_threads())
+    ap.add_argument("--tasks", default="free,quote", help=f"comma-separated, of {', '.join(TASKS)}")
+    args = ap.parse_args()
+    draft = default_model_path()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        target = rewritten(draft, "F32", Path(tmp))
+        opts = LoadOptions(n_ctx=2048, n_threads=args.threads, probe=False)
+        with Engine(target, opts) as alone, Engine(target, LoadOptions(**{**vars(opts), "draft_model": str(draft)})) as paired:
+            runs = {"plain": (alone, DRAFT_OFF), "lookup": (alone, DRAFT_AUTO), "draft model": (paired, DRAFT_AUTO)}
+            for name in args.tasks.split(","):
+                kind, prompt = TASKS[name]
+                tps: dict[str, list[float]] = {m: [] for m in MODES}
+                kept: list[float] = []
+                same = True
+                for i in range(args.repeats):
+                    order = MODES[i % 3:] + MODES[: i % 3]
+                    got = {m: run_task(runs[m][0], prompt, runs[m][1], args.tokens) for m in order}
+                    for m in MODES:
+                        tps[m].append(got[m][0])
+                    kept.append(got["draft model"][3])
+                    same &= got["plain"][2] == got["lookup"][2] == got["draft model"][2]
+                    print(f"{name} {i + 1}/{args.repeats}: " + ", ".join(f"{m} {got[m][0]:.1f} tok/s" for m in MODES)
+                          + f", draft model's drafts kept {kept[-1]:.0%}", flush=True)  # fmt: skip
+
+                def ratio(m: str) -> str:
+                    each = [a / b for a, b in zip(tps[m], tps["plain"], strict=True)]
+                    return f"**{statistics.median(each):.2f}x** ({min(each):.2f}-{max(each):.2f})"
+
+                rows.append(f"| {name} ({kind}) | " + " | ".join(f"{statistics.median(tps[m]):.1f}" for m in MODES)
+                            + f" | {ratio('lookup')} | {ratio('draft model')} | {statistics.median(kept):.0%} | "
+                            f"{'yes' if same else '**NO**'} |")  # fmt: skip
+    table = (
+        "## Draft model vs lookup vs plain decoding\n\n"
+        f"`python -m bench.bench_draft_model --repeats {args.repeats} --tokens {args.tokens} --threads {args.threads}"
+        f" --tasks {args.tasks}` — {machine()}; {args.threads} threads, greedy, n_ctx 2048; target "
+        f"`{draft.stem}-F32.gguf` (the default model's F32 copy), draft model `{draft.name}` (the default "
+        "model: same vocabulary, a sixth of the bytes); `--draft auto` in both drafting modes (the draft model "
+        "drafts only where lookup finds nothing). Each repeat runs the three modes back to back in rotating "
+        f"order; speed-ups are medians of the per-repeat ratios to plain decoding (range); {load_average()}.\n\n"
+        "| task | plain tok/s | lookup tok/s | draft model tok/s | lookup speed-up | draft model speed-up | "
+        "draft model's drafts kept | same tokens |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+    )
+    write_section("draft_model", table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
