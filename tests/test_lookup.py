@@ -215,15 +215,47 @@ def test_cache_after_a_lookup_turn_holds_only_accepted_tokens(engine: Engine) ->
 
 # -- a draft model ---------------------------------------------------------------------------------
 def test_draft_model_answers_as_plain_decoding(default_model: Path, f16_engine: Engine) -> None:
-    """The default model (Q4_1) drafts for its F16 copy (same vocabulary) where lookup finds
-    nothing: free writing. Same tokens as plain decoding; the model's drafts were used."""
-    plain, _ = answer(f16_engine, PROMPTS["free"], temperature=0, max_tokens=64, draft=lookup.DRAFT_OFF)
-    with Engine(f16_engine.path, LoadOptions(n_ctx=2048, probe=False, draft_model=str(default_model))) as eng:
+    """The default model's F16 copy (same vocabulary) drafts for the default model where lookup
+    finds nothing: free writing. The target is the default model, whose batch rows are its
+    one-token steps bit for bit (test above), so its answer must equal plain decoding's whatever
+    the draft lengths (with an F16 target a near-tie may part them: see the test above). The
+    model's drafts were used."""
+    with Engine(default_model, LoadOptions(n_ctx=2048, probe=False)) as alone:
+        plain, _ = answer(alone, PROMPTS["free"], temperature=0, max_tokens=64, draft=lookup.DRAFT_OFF)
+    with Engine(default_model, LoadOptions(n_ctx=2048, probe=False, draft_model=str(f16_engine.path))) as eng:
         assert eng.draft_engine is not None
         for draft in (4, lookup.DRAFT_AUTO):
             tokens, stats = answer(eng, PROMPTS["free"], temperature=0, max_tokens=64, draft=draft)
             assert tokens == plain, f"draft={draft}"
             assert stats.accepted_tokens > 0
+
+
+def test_auto_stops_drafting_with_a_model_whose_rounds_are_slower_than_plain_ones() -> None:
+    """`auto` times two plain rounds first, then judges the model's rounds after MODEL_PROBES of
+    them: slower than plain (a draft that costs too much or misses) -> no more model drafts this
+    turn; faster -> it goes on."""
+    import time
+
+    from edgellm.runtime import draft_model
+
+    def drafter_after(model_round_s: float, tokens: int) -> draft_model.ModelDrafter:
+        d = draft_model.ModelDrafter(lookup.DRAFT_AUTO, model=object())  # type: ignore[arg-type]
+        d.extend([1, 2, 3, 4, 5, 6, 7])  # no n-gram repeats: lookup finds nothing
+        for _ in range(draft_model.PLAIN_PROBES):
+            assert d.draft(8) == []  # plain rounds: the rate to beat
+            d._began = time.perf_counter() - 0.010
+            d.result(0, 0)
+        d._greedy = lambda k: [9] * k  # type: ignore[method-assign]
+        for _ in range(draft_model.MODEL_PROBES):
+            assert d.draft(8) and d._from_model
+            d._began = time.perf_counter() - model_round_s
+            d.result(tokens, tokens - 1)
+        return d
+
+    slow = drafter_after(0.050, 2)  # 2 tokens in 50 ms against 1 in 10 ms
+    assert slow._model_off and slow.draft(8) == []
+    fast = drafter_after(0.012, 3)  # 3 tokens in 12 ms
+    assert not fast._model_off and fast.draft(8)
 
 
 def test_draft_model_of_another_vocabulary_is_refused(default_model: Path, tmp_path: Path) -> None:

@@ -8,7 +8,14 @@ many positions one batch evaluates). Where the conversation does hold a match, l
 used: it costs nothing to make.
 
 The draft model keeps its own KV cache of the conversation, trimmed to the common prefix before
-each draft (llama.cpp's speculative example does the same)."""
+each draft (llama.cpp's speculative example does the same).
+
+When it pays. A draft model pays only when its tokens cost a small fraction of a target step and
+mostly agree with it; a pair that misses either makes decoding slower. `auto` picks the draft
+length from the measured acceptance and per-token cost, and also times whole rounds (drafting,
+catching the draft model up on what lookup or the target wrote, verifying, sampling): once the
+model's rounds yield fewer tokens per second than plain rounds, it stops drafting with the model
+for the rest of the turn. Measured in bench/bench_draft_model.py."""
 
 from __future__ import annotations
 
@@ -28,6 +35,8 @@ if TYPE_CHECKING:
 VOCAB_SLACK = 128  # llama.cpp's SPEC_VOCAB_MAX_SIZE_DIFFERENCE: padded embedding rows may differ
 AUTO_FIRST = 4  # draft length `auto` starts from, before it has measured anything
 MODEL_PRIOR = 0.85  # per-token acceptance of a draft model's tokens until measured
+PLAIN_PROBES = 2  # plain rounds timed before the model drafts (`auto`): the rate to beat
+MODEL_PROBES = 4  # model rounds timed before `auto` judges whether they pay
 
 
 def check_vocabulary(target: Engine, draft: Engine) -> None:
@@ -51,6 +60,23 @@ def check_vocabulary(target: Engine, draft: Engine) -> None:
 
 
 @dataclass
+class Rounds:
+    """Tokens per second of a kind of round (draft, verify, sample), over this turn."""
+
+    rounds: int = 0
+    seconds: float = 0.0
+    tokens: int = 0
+
+    def add(self, seconds: float, tokens: int) -> None:
+        self.rounds += 1
+        self.seconds += seconds
+        self.tokens += tokens
+
+    def rate(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
 class ModelDrafter(lookup.LookupDrafter):
     """Lookup first; the draft model where lookup has nothing. ``setting`` as LookupDrafter's
     (DRAFT_AUTO: the model's draft length follows its measured acceptance and cost)."""
@@ -59,12 +85,19 @@ class ModelDrafter(lookup.LookupDrafter):
     _model_stats: lookup._Acceptance = field(default_factory=lambda: lookup._Acceptance(MODEL_PRIOR))
     _model_cost: float = 0.0  # seconds per drafted token, moving average
     _from_model: bool = False
+    _began: float = 0.0  # when this round's draft started
+    _plain: Rounds = field(default_factory=Rounds)  # rounds without drafts
+    _by_model: Rounds = field(default_factory=Rounds)  # rounds the model drafted
+    _model_off: bool = False  # `auto` found the model's rounds slower than plain ones
 
     def draft(self, room: int) -> list[int]:
         self._from_model = False
+        self._began = time.perf_counter()
         drafts = super().draft(room)
-        if drafts or room <= 0 or self.model is None or self.setting == lookup.DRAFT_OFF:
+        if drafts or room <= 0 or self.model is None or self.setting == lookup.DRAFT_OFF or self._model_off:
             return drafts
+        if self.setting == lookup.DRAFT_AUTO and self._plain.rounds < PLAIN_PROBES:
+            return []  # a plain round: what the model's rounds must beat
         k = self._model_length(room)
         if not k:
             return []
@@ -105,9 +138,17 @@ class ModelDrafter(lookup.LookupDrafter):
         return out
 
     def result(self, n_drafts: int, n_accepted: int) -> None:
+        seconds = time.perf_counter() - self._began
         if self._from_model and n_drafts:
             self._model_stats.add(n_accepted, n_accepted + (n_accepted < n_drafts))  # judged up to the first miss
             self.drafted += n_drafts
             self.accepted += n_accepted
+            self._by_model.add(seconds, n_accepted + 1)
+            if (self.setting == lookup.DRAFT_AUTO and self._by_model.rounds >= MODEL_PROBES
+                    and self._by_model.rate() < self._plain.rate() * lookup.MIN_GAIN):  # fmt: skip
+                self._model_off = True
             return
+        if not n_drafts:
+            self._plain.add(seconds, 1)
         super().result(n_drafts, n_accepted)
+
