@@ -18,6 +18,7 @@ plain decoding (must be equal). Writes the `draft_model` section of docs/benchma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 from pathlib import Path
@@ -32,6 +33,12 @@ from edgellm.runtime.lookup import DRAFT_AUTO, DRAFT_OFF
 MODES = ("plain", "lookup", "draft model")
 
 
+def ratio(tps: dict[str, list[float]], mode: str) -> str:
+    """Median of the per-repeat ratios of ``mode`` to plain decoding, with their range."""
+    each = [a / b for a, b in zip(tps[mode], tps["plain"], strict=True)]
+    return f"**{statistics.median(each):.2f}x** ({min(each):.2f}-{max(each):.2f})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
@@ -44,7 +51,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         target = rewritten(draft, "F32", Path(tmp))
         opts = LoadOptions(n_ctx=2048, n_threads=args.threads, probe=False)
-        with Engine(target, opts) as alone, Engine(target, LoadOptions(**{**vars(opts), "draft_model": str(draft)})) as paired:
+        paired_opts = dataclasses.replace(opts, draft_model=str(draft))
+        with Engine(target, opts) as alone, Engine(target, paired_opts) as paired:
             runs = {"plain": (alone, DRAFT_OFF), "lookup": (alone, DRAFT_AUTO), "draft model": (paired, DRAFT_AUTO)}
             for name in args.tasks.split(","):
                 kind, prompt = TASKS[name]
@@ -60,14 +68,9 @@ def main() -> None:
                     same &= got["plain"][2] == got["lookup"][2] == got["draft model"][2]
                     print(f"{name} {i + 1}/{args.repeats}: " + ", ".join(f"{m} {got[m][0]:.1f} tok/s" for m in MODES)
                           + f", draft model's drafts kept {kept[-1]:.0%}", flush=True)  # fmt: skip
-
-                def ratio(m: str) -> str:
-                    each = [a / b for a, b in zip(tps[m], tps["plain"], strict=True)]
-                    return f"**{statistics.median(each):.2f}x** ({min(each):.2f}-{max(each):.2f})"
-
                 rows.append(f"| {name} ({kind}) | " + " | ".join(f"{statistics.median(tps[m]):.1f}" for m in MODES)
-                            + f" | {ratio('lookup')} | {ratio('draft model')} | {statistics.median(kept):.0%} | "
-                            f"{'yes' if same else '**NO**'} |")  # fmt: skip
+                            + f" | {ratio(tps, 'lookup')} | {ratio(tps, 'draft model')} | "
+                            f"{statistics.median(kept):.0%} | {'yes' if same else '**NO**'} |")  # fmt: skip
     table = (
         "## Draft model vs lookup vs plain decoding\n\n"
         f"`python -m bench.bench_draft_model --repeats {args.repeats} --tokens {args.tokens} --threads {args.threads}"

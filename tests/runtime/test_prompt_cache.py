@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import llama_cpp
+import pytest
 
 from edgellm.runtime.batch import BatchEngine, BatchRequest
 from edgellm.runtime.engine import Engine, LoadOptions
@@ -96,7 +97,8 @@ def test_a_refused_restore_empties_the_sequence(default_model: Path) -> None:
     """llama.cpp refuses a state larger than the context: the entry is dropped, the sequence is
     empty, the prompt will simply be evaluated."""
     with Engine(default_model, LoadOptions(n_ctx=1024, n_threads=1, probe=False)) as big:
-        tokens = big.tokenize("one two three four five six seven eight nine ten " * 60)[:400]  # one batch (512), more than the small context
+        text = "one two three four five six seven eight nine ten " * 60
+        tokens = big.tokenize(text)[:400]  # one batch (512), more than the small context holds
         fill(big, 0, tokens)
         cache = PromptCache(limit=10**9)
         assert cache.save(big._ctx, 0, tokens)
@@ -105,3 +107,14 @@ def test_a_refused_restore_empties_the_sequence(default_model: Path) -> None:
         key, _ = cache.best(tokens)
         assert cache.restore(small._ctx, key, 0) is None
         assert len(cache) == 0 and llama_cpp.llama_memory_seq_pos_max(small._memory, 0) == -1
+
+
+def test_serve_takes_cache_ram_as_a_size(capsys: pytest.CaptureFixture[str]) -> None:
+    from edgellm.cli import build_parser
+    from edgellm.commands.serve import served_models
+
+    args = build_parser().parse_args(["serve", "default", "--cache-ram", "500MB", "--parallel", "2", "--ctx", "512"])
+    assert served_models(args)[0].options["cache_ram"] == 500_000_000
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["serve", "default", "--cache-ram", "lots"])
+    assert exit_.value.code == 2 and "'lots' is not a size" in capsys.readouterr().err
