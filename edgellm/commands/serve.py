@@ -17,7 +17,8 @@ API_KEY_ENV = "EDGELLM_API_KEY"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from edgellm.runtime.batch import DEFAULT_CACHE_RAM, DEFAULT_CHUNK, DEFAULT_QUEUE, DEFAULT_STREAM_INTERVAL_S
+    from edgellm.runtime.batch import DEFAULT_CHUNK, DEFAULT_QUEUE, DEFAULT_STREAM_INTERVAL_S
+    from edgellm.runtime.prompt_cache import DEFAULT_LIMIT
 
     p = sub.add_parser("serve", help="serve models over the OpenAI API, several requests at once")
     p.add_argument("model", nargs="+", help="`default`, a model name or a .gguf path; several models: several names")
@@ -34,10 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--stream-interval", type=number(int, 0, 1000), default=round(DEFAULT_STREAM_INTERVAL_S * 1000),
                    metavar="MS", help="a stream's tokens that come faster than this go out together, saving CPU "
                                       "for generation (0: every token on its own)")  # fmt: skip
-    g.add_argument("--cache-ram", type=size, default=DEFAULT_CACHE_RAM, metavar="SIZE",
+    g.add_argument("--cache-ram", type=size, default=None, metavar="SIZE",
                    help="host memory per model for idle conversations' KV caches, so that their next turn "
                         "evaluates only what is new without slowing the other streams (e.g. 500MB, 8GB; 0: "
-                        "idle caches stay in the context)")  # fmt: skip
+                        f"idle caches stay in the context; default: {DEFAULT_LIMIT // 10**9} GB or a quarter of "
+                        "the available memory, shared by the models, whichever is less)")  # fmt: skip
     g.add_argument("--api-key", default=None, metavar="KEY",
                    help=f"require `Authorization: Bearer KEY`; ${API_KEY_ENV} does the same without showing "
                         "the key to the system's `ps` (default: no key)")
@@ -58,9 +60,13 @@ def served_models(args: argparse.Namespace) -> list:
     from edgellm.models.gguf_file import inspect
     from edgellm.runtime import planner
     from edgellm.runtime.batch import default_slots
+    from edgellm.runtime.prompt_cache import default_limit
     from edgellm.runtime.runner import jsonable
     from edgellm.server.pool import ServedModel
 
+    cache_ram = args.cache_ram
+    if cache_ram is None:
+        cache_ram = default_limit(planner.probe().ram_available, len(args.model))
     models = []
     for name in args.model:
         path = resolve_model(name)
@@ -70,7 +76,7 @@ def served_models(args: argparse.Namespace) -> list:
         if not options.rpc:  # split over workers, each holder's share was checked by load_options
             planner.check_load(path, per_slot * slots, options.n_gpu_layers, flash_attn=options.flash_attn)
         runner_options = {**jsonable(options), "slots": slots, "max_queue": args.queue, "chunk": args.chunk,
-                          "stream_interval": args.stream_interval / 1000, "cache_ram": args.cache_ram}  # fmt: skip
+                          "stream_interval": args.stream_interval / 1000, "cache_ram": cache_ram}  # fmt: skip
         ident = model_id(name, path)
         if any(m.name == ident for m in models):
             raise EdgeLLMError(f"model {ident!r} is named twice")

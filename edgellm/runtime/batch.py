@@ -33,14 +33,13 @@ import llama_cpp
 import numpy as np
 
 from edgellm.errors import ContextOverflow, EdgeLLMError
-from edgellm.runtime import planner
+from edgellm.runtime import planner, prompt_cache
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
 from edgellm.runtime.prompt_cache import PromptCache, common_prefix
 
 DEFAULT_CHUNK = 256  # prompt tokens per step: a longer prompt waits, the streams do not
 DEFAULT_QUEUE = 32  # requests waiting for a slot before further ones are refused
 DEFAULT_STREAM_INTERVAL_S = 0.1  # pieces of one stream sent together within this window (see Outbox)
-DEFAULT_CACHE_RAM = 2_000_000_000  # bytes of host memory for idle slots' KV caches (edgellm.runtime.prompt_cache)
 MAX_DEFAULT_SLOTS = 4  # batching pays from about 4 sequences on a laptop CPU (../shared/NOTES.md)
 
 # event callback: emit(event, **payload) with event in "queued", "piece", "done", "error"
@@ -212,7 +211,7 @@ class BatchEngine:
         chunk: int = DEFAULT_CHUNK,
         max_queue: int = DEFAULT_QUEUE,
         stream_interval: float = DEFAULT_STREAM_INTERVAL_S,
-        cache_ram: int = DEFAULT_CACHE_RAM,
+        cache_ram: int = prompt_cache.DEFAULT_LIMIT,
     ) -> None:
         opts = options or LoadOptions()
         self.stream_interval = max(0.0, stream_interval)

@@ -15,8 +15,8 @@ import dataclasses
 from typing import Any
 
 from edgellm.errors import EdgeLLMError
+from edgellm.runtime import prompt_cache
 from edgellm.runtime.batch import (
-    DEFAULT_CACHE_RAM,
     DEFAULT_CHUNK,
     DEFAULT_QUEUE,
     DEFAULT_STREAM_INTERVAL_S,
@@ -45,7 +45,7 @@ class BatchHandler:
             chunk=int(options.get("chunk") or DEFAULT_CHUNK),
             max_queue=int(options.get("max_queue", DEFAULT_QUEUE)),
             stream_interval=float(options.get("stream_interval", DEFAULT_STREAM_INTERVAL_S)),
-            cache_ram=int(options.get("cache_ram", DEFAULT_CACHE_RAM)),
+            cache_ram=int(options.get("cache_ram", prompt_cache.DEFAULT_LIMIT)),
         )
         eng = self.batch.engine
         self.info = {

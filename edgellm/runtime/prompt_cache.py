@@ -23,6 +23,15 @@ from dataclasses import dataclass
 
 import llama_cpp
 
+DEFAULT_LIMIT = 2_000_000_000  # bytes per model, at most (`edgellm serve --cache-ram`)
+
+
+def default_limit(available: int, models: int = 1) -> int:
+    """Each model's share of DEFAULT_LIMIT or of a quarter of the ``available`` memory, whichever
+    is less: the cache fills only as conversations go idle, yet it must never be what pushes the
+    machine into swap."""
+    return min(DEFAULT_LIMIT, available // 4) // max(1, models)
+
 
 @dataclass
 class Parked:

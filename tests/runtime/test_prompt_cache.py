@@ -4,6 +4,7 @@ restored from memory, with the answer a full evaluation gives."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import llama_cpp
@@ -11,7 +12,7 @@ import pytest
 
 from edgellm.runtime.batch import BatchEngine, BatchRequest
 from edgellm.runtime.engine import Engine, LoadOptions
-from edgellm.runtime.prompt_cache import PromptCache
+from edgellm.runtime.prompt_cache import DEFAULT_LIMIT, PromptCache, default_limit
 from tests.runtime.test_batch import GREEDY, Events, open_engine
 
 
@@ -109,12 +110,23 @@ def test_a_refused_restore_empties_the_sequence(default_model: Path) -> None:
         assert len(cache) == 0 and llama_cpp.llama_memory_seq_pos_max(small._memory, 0) == -1
 
 
-def test_serve_takes_cache_ram_as_a_size(capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_takes_cache_ram_as_a_size(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     from edgellm.cli import build_parser
     from edgellm.commands.serve import served_models
+    from edgellm.runtime import planner
 
     args = build_parser().parse_args(["serve", "default", "--cache-ram", "500MB", "--parallel", "2", "--ctx", "512"])
     assert served_models(args)[0].options["cache_ram"] == 500_000_000
+    machine = dataclasses.replace(planner.probe(), ram_available=4 * 10**9)
+    monkeypatch.setattr(planner, "probe", lambda: machine)
+    args = build_parser().parse_args(["serve", "default", "--parallel", "2", "--ctx", "512"])
+    assert served_models(args)[0].options["cache_ram"] == 10**9  # a quarter of the free memory
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["serve", "default", "--cache-ram", "lots"])
     assert exit_.value.code == 2 and "'lots' is not a size" in capsys.readouterr().err
+
+
+def test_default_limit_is_bounded_by_the_free_memory() -> None:
+    assert default_limit(100 * 10**9) == DEFAULT_LIMIT
+    assert default_limit(4 * 10**9) == 10**9  # a quarter of what is free
+    assert default_limit(4 * 10**9, models=2) == 5 * 10**8  # shared by the models served
