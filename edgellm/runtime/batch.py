@@ -346,9 +346,13 @@ class BatchEngine:
         if admitted and self._parked.limit:
             for slot in self._slots:
                 if slot.job is None and slot.cached:
-                    self._parked.save(self.engine._ctx, slot.seq, slot.cached)
-                    llama_cpp.llama_memory_seq_rm(self.engine._memory, slot.seq, -1, -1)
-                    slot.cached = []
+                    self._park(slot)
+
+    def _park(self, slot: _Slot) -> None:
+        """Move an idle slot's cells to the prompt cache, out of the running streams' attention."""
+        self._parked.save(self.engine._ctx, slot.seq, slot.cached)
+        llama_cpp.llama_memory_seq_rm(self.engine._memory, slot.seq, -1, -1)
+        slot.cached = []
 
     def _place(self, job: _Job, free: list[_Slot]) -> None:
         """Give ``job`` the free slot that already holds the most of its prompt (else the least
@@ -500,10 +504,13 @@ class BatchEngine:
         self._finish(job, "stop")
 
     def _finish(self, job: _Job, reason: str = "stop", *, error: BaseException | None = None) -> None:
-        """The job's last event; its slot (and KV cache, kept for reuse) is free again."""
+        """The job's last event; its slot (and KV cache, kept for reuse) is free again. While
+        other streams run, the cache is parked at once rather than at the next admission."""
         slot = job.slot
         if slot is not None:
             slot.job, slot.last_used = None, time.perf_counter()
+            if self._parked.limit and slot.cached and any(s.job for s in self._slots):
+                self._park(slot)
         if self._jobs.get(job.key) is job:
             del self._jobs[job.key]
         if job.sampler:

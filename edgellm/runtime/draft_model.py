@@ -151,4 +151,3 @@ class ModelDrafter(lookup.LookupDrafter):
         if not n_drafts:
             self._plain.add(seconds, 1)
         super().result(n_drafts, n_accepted)
-

@@ -13,7 +13,7 @@ import pytest
 from edgellm.runtime.batch import BatchEngine, BatchRequest
 from edgellm.runtime.engine import Engine, LoadOptions
 from edgellm.runtime.prompt_cache import DEFAULT_LIMIT, PromptCache, default_limit
-from tests.runtime.test_batch import GREEDY, Events, open_engine
+from tests.runtime.test_batch import ENDLESS, GREEDY, Events, open_engine
 
 
 def ask(engine: BatchEngine, text: str) -> tuple[list[int], Events]:
@@ -46,6 +46,23 @@ def test_idle_slot_is_parked_then_restored_with_the_same_answer(default_model: P
     assert reference.done["cached_tokens"] == 0
     assert again.done["cached_tokens"] >= len(prompt)
     assert again.text == reference.text
+
+
+def test_a_request_that_ends_while_others_stream_is_parked_at_once(default_model: Path) -> None:
+    engine = open_engine(default_model, slots=2)
+    try:
+        running = Events()
+        engine.submit(running.key, BatchRequest(engine.engine.tokenize("1, 2, 3, 4,"), ENDLESS), running)
+        running.first_piece()
+        _, events = ask(engine, "The capital of France is")
+        seq = next(s.seq for s in engine._slots if s.job is None)
+        assert cells(engine, seq) == 0 and len(engine._parked) == 1
+        assert not running.ended.is_set()
+        engine.cancel(running.key)
+        running.wait()
+    finally:
+        engine.close()
+    assert events.done["finish_reason"] in ("stop", "length")
 
 
 def test_without_cache_ram_idle_slots_keep_their_cells(default_model: Path) -> None:
