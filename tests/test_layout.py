@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPS = ("edgellm", "quantize")
-FOUNDATION = {"edgellm", "edgellm.errors", "edgellm.paths", "edgellm.durable", "edgellm.units"}
+FOUNDATION = {"edgellm", "edgellm.errors", "edgellm.paths", "edgellm.durable", "edgellm.units", "edgellm.textfile"}
 ENTRY = {"edgellm.cli", "edgellm.__main__"}
 
 BOTTOM = {"foundation"}

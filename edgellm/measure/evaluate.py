@@ -29,6 +29,7 @@ from edgellm.errors import EdgeLLMError
 from edgellm.runtime import isolated
 from edgellm.runtime.chunks import chunk_tokens
 from edgellm.runtime.engine import Engine, LoadOptions
+from edgellm.textfile import read_utf8
 
 BUNDLED = {"en": "eval_en.txt", "zh": "eval_zh.txt"}
 KLD_PERCENTILES = (99.9, 99.0, 95.0, 90.0, 50.0, 10.0, 5.0, 1.0, 0.1)
@@ -74,14 +75,7 @@ def load_text(spec: str) -> tuple[str, str]:
         data = resources.files("edgellm") / "data"
         return spec, "\n".join((data / BUNDLED[n]).read_text(encoding="utf-8") for n in names)
     path = Path(spec).expanduser()
-    try:
-        return str(path), path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise EdgeLLMError(f"{path}: no such file (give a UTF-8 text file, or --text bundled)") from None
-    except IsADirectoryError:
-        raise EdgeLLMError(f"{path}: is a directory (give a UTF-8 text file)") from None
-    except UnicodeDecodeError as err:
-        raise EdgeLLMError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); convert it to UTF-8") from None
+    return str(path), read_utf8(path, "--text bundled")
 
 
 def tokenize(engine: Engine, text: str) -> list[int]:

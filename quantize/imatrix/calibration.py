@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from edgellm.errors import EdgeLLMError
+from edgellm.textfile import read_utf8
 
 BUNDLED = {"en": "calibration_en.txt", "zh": "calibration_zh.txt", "code": "calibration_code.txt"}
 DEFAULT = "bundled"
@@ -55,12 +56,5 @@ def load(spec: str | None = None) -> tuple[str, str]:
         data = resources.files("edgellm") / "data"
         return spec, interleave([(data / BUNDLED[n]).read_text(encoding="utf-8") for n in names])
     path = Path(spec).expanduser()
-    try:
-        text = path.read_bytes().decode("utf-8")  # bytes as llama-imatrix reads them (no newline translation)
-    except FileNotFoundError:
-        raise EdgeLLMError(f"{path}: no such file (give a UTF-8 text file, or --calibration bundled)") from None
-    except IsADirectoryError:
-        raise EdgeLLMError(f"{path}: is a directory (give a UTF-8 text file)") from None
-    except UnicodeDecodeError as err:
-        raise EdgeLLMError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); convert it to UTF-8") from None
+    text = read_utf8(path, "--calibration bundled")  # bytes as llama-imatrix reads them (no newline translation)
     return path.name, text.removesuffix("\n")  # llama-imatrix drops the file's last newline
