@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,10 +53,9 @@ def probe(path: Path, n_gpu_layers: int = 0) -> None:
     except subprocess.TimeoutExpired:
         raise BadModelFile(path, f"llama.cpp did not finish loading it within {_TIMEOUT_S} s") from None
     if done.returncode < 0:
-        try:
-            sig = signal.Signals(-done.returncode).name
-        except ValueError:
-            sig = f"signal {-done.returncode}"
+        from edgellm.runtime.client import signal_name
+
+        sig = signal_name(done.returncode)
         why = llama_log.last_error(done.stderr.splitlines()) or "no message"
         raise BadModelFile(path, f"llama.cpp crashed loading this file ({sig}: {why}); re-convert it")
     # a clean refusal (exit 1) is reported by the real load in-process, with llama.cpp's reason
