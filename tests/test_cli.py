@@ -45,6 +45,15 @@ def test_run_with_nothing_on_stdin_and_no_prompt_is_an_error() -> None:
     assert ">>>" not in done.stdout
 
 
+def test_run_with_endless_stdin_is_one_line() -> None:
+    """`edgellm run default </dev/zero`: stdin is read up to a bound, then one line, exit 1."""
+    with open("/dev/zero", "rb") as zero:
+        done = subprocess.run([sys.executable, "-m", "edgellm", "run", "default"], stdin=zero,
+                              capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert done.returncode == 1 and done.stderr.startswith("edgellm: error: stdin holds more than 16 MiB")
+    assert len(done.stderr.splitlines()) == 1
+
+
 def test_run_reads_the_prompt_from_stdin() -> None:
     done = edgellm("run", "default", "--system", "You are a helpful assistant.", "--temperature", "0",
                    "--max-tokens", "24", stdin="What is the capital of France?")

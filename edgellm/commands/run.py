@@ -106,18 +106,25 @@ def cut_note(reason: str, params: SamplingParams, engine: RemoteEngine) -> str |
     return note.format(max_tokens=params.max_tokens, n_ctx=engine.n_ctx, fix=fix) if note else None
 
 
+MAX_PIPED = 16 << 20  # bytes of stdin read as a prompt: beyond any context, short of filling the memory
+
+
 def piped_input() -> str | None:
     """Text piped or redirected into stdin; None for a terminal (or nothing attached), so that
-    `echo CODE | edgellm run MODEL "Explain this:"` sees both, as Ollama does."""
+    `echo CODE | edgellm run MODEL "Explain this:"` sees both, as Ollama does. At most MAX_PIPED
+    bytes: `</dev/zero` or `yes |` is one line, not a process that eats the memory."""
     if sys.stdin is None or sys.stdin.isatty():
         return None
     try:
         mode = os.fstat(sys.stdin.fileno()).st_mode
     except (OSError, ValueError, io.UnsupportedOperation):
         return None
-    if stat.S_ISCHR(mode):  # a device that is no terminal: </dev/null is an empty prompt (not /dev/zero's flood)
-        return "" if not os.read(sys.stdin.fileno(), 1) else None
-    return sys.stdin.read() if stat.S_ISFIFO(mode) or stat.S_ISREG(mode) or stat.S_ISSOCK(mode) else None
+    if not any(test(mode) for test in (stat.S_ISCHR, stat.S_ISFIFO, stat.S_ISREG, stat.S_ISSOCK)):
+        return None
+    data = sys.stdin.buffer.read(MAX_PIPED + 1)
+    if len(data) > MAX_PIPED:
+        raise EdgeLLMError(f"stdin holds more than {MAX_PIPED >> 20} MiB, more than any context: pipe a part of it")
+    return data.decode("utf-8", errors="replace")
 
 
 def model_path(args: argparse.Namespace) -> str:
