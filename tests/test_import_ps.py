@@ -29,6 +29,8 @@ def edgellm(*args: str) -> subprocess.CompletedProcess[str]:
         ("Qwen2.5-0.5B-Instruct-Q4_K_M.gguf", "qwen2.5-0.5b-instruct"),
         ("llama-2-7b-chat.q8_0.gguf", "llama-2-7b-chat"),
         ("My Model (v2).gguf", "my-model-v2"),
+        ("a..b-Q8_0.gguf", "a.b"),
+        ("x" * 70 + "-" + "y" * 10 + ".gguf", "x" * 64),  # a store name is at most 64 characters
     ],
 )
 def test_names_from_gguf_file_names(file: str, name: str) -> None:

@@ -9,14 +9,13 @@ the GGUF naming convention (`SmolLM2-135M-Instruct.Q4_1.gguf` -> `smollm2-135m-i
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from edgellm.commands.leftovers import sweep_store
 from edgellm.errors import EdgeLLMError
 from edgellm.models import gguf_file, identity
 from edgellm.models.registry import FILE_TYPES
-from edgellm.models.store import Ref, Store, parse_ref
+from edgellm.models.store import Ref, Store, name_like, parse_ref
 from edgellm.units import human_bytes
 
 
@@ -31,8 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def name_from_file(path: Path) -> str:
     """`Qwen2.5-0.5B-Instruct-Q4_K_M.gguf` -> `qwen2.5-0.5b-instruct`: the type suffix (after `.` or
     `-`) dropped, lowercased, anything else than letters, digits, `.`, `_`, `-` made `-`."""
-    name = re.sub(r"[^a-z0-9._-]+", "-", identity.file_title(path).lower()).strip(".-_")
-    return re.sub(r"\.{2,}", ".", name) or "model"
+    return name_like(identity.file_title(path))
 
 
 def run(args: argparse.Namespace) -> int:

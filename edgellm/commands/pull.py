@@ -18,7 +18,7 @@ from edgellm.commands.options import add_ctx_option
 from edgellm.errors import EdgeLLMError
 from edgellm.models import gguf_file, hub, registry
 from edgellm.models.registry import FILE_TYPES, ModelEntry
-from edgellm.models.store import Ref, Store, StoredModel, parse_ref
+from edgellm.models.store import Ref, Store, StoredModel, name_like, parse_ref
 from edgellm.runtime import planner
 from edgellm.units import human_bytes
 
@@ -122,8 +122,7 @@ class HubRef:
     @property
     def store_name(self) -> str:
         """`bartowski/Qwen2.5-0.5B-Instruct-GGUF` -> `qwen2.5-0.5b-instruct` (a store name)."""
-        name = re.sub(r"[-_.]gguf$", "", self.repo.rsplit("/", 1)[1], flags=re.IGNORECASE).lower()
-        return re.sub(r"[^a-z0-9._-]+", "-", name).strip(".-_") or "model"
+        return name_like(re.sub(r"[-_.]gguf$", "", self.repo.rsplit("/", 1)[1], flags=re.IGNORECASE))
 
 
 def parse_hub_ref(text: str) -> HubRef | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,13 @@ class Ref:
 
     def __str__(self) -> str:
         return f"{self.name}:{self.qtype}" if self.qtype else self.name
+
+
+def name_like(text: str) -> str:
+    """A valid store name made from a file's or a repository's title: lowercased, anything but
+    letters, digits, `.`, `_` and `-` made `-`, no `..`, at most 64 characters (NAME_RE)."""
+    name = re.sub(r"\.{2,}", ".", re.sub(r"[^a-z0-9._-]+", "-", text.lower())).strip(".-_")
+    return name[:64].rstrip(".-_") or "model"
 
 
 def parse_ref(text: str) -> Ref:

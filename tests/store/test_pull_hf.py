@@ -11,6 +11,7 @@ import gguf
 import pytest
 
 from edgellm.commands.pull import HubRef, parse_hub_ref, pick_hub_file
+from edgellm.models.store import parse_ref
 from edgellm.units import human_bytes
 from tests.store.fake_hub import FakeHub
 from tests.store.test_pull import edgellm, env, error_line, gguf_bytes, hub, stored  # noqa: F401 (fixtures)
@@ -45,6 +46,8 @@ def test_hub_references(text: str, ref: HubRef | None) -> None:
 
 def test_store_names_and_file_choice() -> None:
     assert HubRef("bartowski/Qwen2.5-0.5B-Instruct-GGUF", None).store_name == "qwen2.5-0.5b-instruct"
+    assert HubRef("org/" + "A" * 63 + "-B-GGUF", None).store_name == "a" * 63  # at most 64, no dangling '-'
+    parse_ref(HubRef("org/" + "A" * 80 + "-GGUF", None).store_name)  # always a valid store name
     files = {"a-Q4_K_M.gguf": 1, "a-Q8_0.gguf": 1, "a-Q4_K_S.gguf": 1, "mmproj-a-f16.gguf": 1}
     assert pick_hub_file(HubRef("o/a", None), files) == ("a-Q4_K_M.gguf", "Q4_K_M")  # Ollama's default
     assert pick_hub_file(HubRef("o/a", "Q4_K_S"), files) == ("a-Q4_K_S.gguf", "Q4_K_S")
