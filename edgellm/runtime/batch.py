@@ -34,7 +34,7 @@ import numpy as np
 
 from edgellm.errors import ContextOverflow, EdgeLLMError
 from edgellm.runtime import planner, prompt_cache
-from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
+from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams, put_tokens
 from edgellm.runtime.prompt_cache import PromptCache, common_prefix
 
 DEFAULT_CHUNK = 256  # prompt tokens per step: a longer prompt waits, the streams do not
@@ -412,12 +412,9 @@ class BatchEngine:
         token where asked (all of them for an embedding). Returns the batch size."""
         batch, n = self._batch, 0
         for job, tokens, want_last in work:
-            seq, base = job.slot.seq, len(job.slot.cached)
-            for k, token in enumerate(tokens):
-                batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, base + k, 1
-                batch.seq_id[n][0] = seq
-                batch.logits[n] = job.req.embed or (want_last and k == len(tokens) - 1)
-                n += 1
+            last = len(tokens) - 1
+            n = put_tokens(batch, n, tokens, job.slot.seq, len(job.slot.cached),
+                           lambda k: job.req.embed or (want_last and k == last))  # noqa: B023 (called at once)
             job.row = n - 1
         batch.n_tokens = n
         return n

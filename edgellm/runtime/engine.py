@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -381,10 +381,7 @@ class Engine:
             with self._lock:
                 for i in range(0, len(tokens), step):
                     chunk, start = tokens[i : i + step], len(self._cached)
-                    for k, token in enumerate(chunk):
-                        batch.token[k], batch.pos[k], batch.n_seq_id[k] = token, start + k, 1
-                        batch.seq_id[k][0], batch.logits[k] = 0, i + k >= first
-                    batch.n_tokens = len(chunk)
+                    batch.n_tokens = put_tokens(batch, 0, chunk, 0, start, lambda k: i + k >= first)  # noqa: B023
                     rc = llama_cpp.llama_decode(self._ctx, batch)
                     if rc != 0:
                         llama_cpp.llama_memory_seq_rm(self._memory, 0, start, -1)
@@ -403,10 +400,7 @@ class Engine:
         """Evaluate ``tokens`` (the pending token and its drafts) after the cached ones in one
         ``llama_decode``, with logits for every position; False if cancelled (cache rolled back)."""
         start = len(self._cached)
-        for k, token in enumerate(tokens):
-            batch.token[k], batch.pos[k], batch.n_seq_id[k] = token, start + k, 1
-            batch.seq_id[k][0], batch.logits[k] = 0, True
-        batch.n_tokens = len(tokens)
+        batch.n_tokens = put_tokens(batch, 0, tokens, 0, start, lambda _: True)
         rc = llama_cpp.llama_decode(self._ctx, batch)
         if rc != 0:
             llama_cpp.llama_memory_seq_rm(self._memory, 0, start, -1)
@@ -539,6 +533,17 @@ class Engine:
 
     def __del__(self) -> None:
         self.close()
+
+
+def put_tokens(batch: llama_cpp.llama_batch, row: int, tokens: Sequence[int], seq: int, pos: int,
+               logits: Callable[[int], bool]) -> int:  # fmt: skip
+    """Write ``tokens`` of sequence ``seq``, at positions ``pos``.., into ``batch`` from ``row`` on;
+    the k-th asks for its logits if ``logits(k)``. Returns the next free row."""
+    for k, token in enumerate(tokens):
+        batch.token[row], batch.pos[row], batch.n_seq_id[row] = token, pos + k, 1
+        batch.seq_id[row][0], batch.logits[row] = seq, logits(k)
+        row += 1
+    return row
 
 
 def _window_moved(cached: list[int], tokens: list[int], shared: int) -> bool:
