@@ -147,3 +147,16 @@ def test_default_limit_is_bounded_by_the_free_memory() -> None:
     assert default_limit(100 * 10**9) == DEFAULT_LIMIT
     assert default_limit(4 * 10**9) == 10**9  # a quarter of what is free
     assert default_limit(4 * 10**9, models=2) == 5 * 10**8  # shared by the models served
+
+
+def test_common_prefix_counts_the_shared_leading_tokens() -> None:
+    import os
+    import random
+
+    from edgellm.runtime.prompt_cache import common_prefix
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        a = [rng.randrange(3) for _ in range(rng.randrange(0, 40))]
+        b = a[: rng.randrange(0, len(a) + 1)] + [rng.randrange(3) for _ in range(rng.randrange(0, 40))]
+        assert common_prefix(a, b) == len(os.path.commonprefix([a, b])), (a, b)
