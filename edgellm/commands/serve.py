@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "evaluates only what is new without slowing the other streams (e.g. 500MB, 8GB; 0: "
                         f"idle caches stay in the context; default: {DEFAULT_LIMIT // 10**9} GB or a quarter of "
                         "the available memory, shared by the models, whichever is less)")  # fmt: skip
+    g.add_argument("--cache-size", type=size, default=0, metavar="SIZE",
+                   help="disk for conversations' KV caches, written when the server stops and read back when "
+                        "a conversation returns after a restart (e.g. 4GB; default 0: off; the store `chat` "
+                        "uses, least recently used dropped)")  # fmt: skip
     g.add_argument("--api-key", default=None, metavar="KEY",
                    help=f"require `Authorization: Bearer KEY`; ${API_KEY_ENV} does the same without showing "
                         "the key to the system's `ps` (default: no key)")

@@ -226,6 +226,8 @@ class BatchEngine:
         self.n_embd = llama_cpp.llama_model_n_embd(eng._model)
         self._slots = [_Slot(i) for i in range(self.slots_n)]
         self._parked = PromptCache(cache_ram)  # idle slots' caches, out of the decodes' way
+        key = eng.state_key if eng.kv_store is not None else None  # `--cache-size`: conversations kept on disk
+        self._disk = (eng.kv_store, key) if key is not None else None
         self._queue: collections.deque[_Job] = collections.deque()
         self._jobs: dict[object, _Job] = {}
         self._cond = threading.Condition()
@@ -280,8 +282,26 @@ class BatchEngine:
             self._cond.notify()
         self.engine.cancel()  # a decode in progress stops at its next graph node
         self._thread.join()
+        self._save_to_disk()
         llama_cpp.llama_batch_free(self._batch)
         self.engine.close()
+
+    def _save_to_disk(self) -> None:
+        """Every conversation held, in the slots and parked, to the disk store (`--cache-size`),
+        so that it comes back after a restart. Only now: a write of a long conversation's cache
+        on the owner thread would stall every stream, and at shutdown it stalls nobody."""
+        if self._disk is None:
+            return
+        store, key = self._disk
+        ctx = self.engine._ctx
+        for slot in self._slots:
+            if slot.cached:
+                store.save(ctx, key, slot.cached, seq=slot.seq)
+        seq = self._slots[0].seq
+        for parked in self._parked:
+            tokens = self._parked.restore(ctx, parked, seq)
+            if tokens:
+                store.save(ctx, key, tokens, seq=seq)
 
     def busy(self) -> tuple[int, int]:
         """(slots in use, requests waiting)."""
@@ -357,8 +377,9 @@ class BatchEngine:
     def _place(self, job: _Job, free: list[_Slot]) -> None:
         """Give ``job`` the free slot that already holds the most of its prompt (else the least
         recently used), then reuse the longest prefix of its prompt held anywhere: that slot's
-        cells, another sequence's (unified cache: the cells are shared, not recomputed) or a parked
-        cache (restored). One prompt token is always left to evaluate, for its logits."""
+        cells, another sequence's (unified cache: the cells are shared, not recomputed), a parked
+        cache or the disk store (restored). One prompt token is always left to evaluate, for its
+        logits."""
         prompt = job.req.prompt
         ctx, mem = self.engine._ctx, self.engine._memory
         usable = 0 if job.req.embed else len(prompt) - 1
@@ -372,7 +393,11 @@ class BatchEngine:
         shared = min(common_prefix(donor.cached, prompt), usable)
         key, parked = self._parked.best(prompt)
         parked = min(parked, usable)
-        if key is not None and parked > max(keep, shared):
+        best = max(keep, shared, parked)
+        if self._disk is not None and usable > best and self._disk[0].find(self._disk[1], prompt[:usable], best):
+            store, state_key = self._disk  # a conversation from before a restart: read back, not evaluated
+            keep = store.restore(ctx, state_key, prompt[:usable], best, seq=slot.seq)
+        elif key is not None and parked > max(keep, shared):
             restored = self._parked.restore(ctx, key, slot.seq)
             keep = parked if restored is not None else 0
             llama_cpp.llama_memory_seq_rm(mem, slot.seq, keep, -1)

@@ -4,7 +4,9 @@ Reading a 2,000-token conversation takes seconds on a laptop CPU; loading its KV
 takes a fraction of that. When a chat is closed the engine saves its sequence with llama.cpp's
 `llama_state_seq_save_file` (streamed to disk, no copy in memory); the next turn whose prompt
 starts with a saved token prefix loads it with `llama_state_seq_load_file` and evaluates only the
-rest.
+rest. `edgellm serve --cache-size` uses the same store: when it stops, every conversation it holds
+(edgellm.runtime.prompt_cache) is saved from its own sequence, and read back into one when it
+returns.
 
 Keys. A saved state is only valid for the same weights evaluated the same way: the key hashes the
 model file's path, size and modification time, the LoRA adapters likewise, the context settings
@@ -149,35 +151,36 @@ class KVStore:
         except OSError:
             return False
 
-    def restore(self, ctx: llama_cpp.llama_context_p, key: bytes, tokens: list[int], longer_than: int = 0) -> int:
-        """Load into sequence 0 the saved state sharing the longest prefix with ``tokens`` (if
+    def restore(self, ctx: llama_cpp.llama_context_p, key: bytes, tokens: list[int], longer_than: int = 0,
+                seq: int = 0) -> int:  # fmt: skip
+        """Load into sequence ``seq`` the saved state sharing the longest prefix with ``tokens`` (if
         longer than ``longer_than``), cut to that prefix; returns its length, 0 when nothing was
-        loaded (sequence 0 is then empty if a file was tried: the caller evaluates the prompt).
+        loaded (the sequence is then empty if a file was tried: the caller evaluates the prompt).
         A file that fails a check is deleted."""
         entry = self.find(key, tokens, longer_than)
         if entry is None:
             return 0
         memory = llama_cpp.llama_get_memory(ctx)
-        llama_cpp.llama_memory_seq_rm(memory, 0, -1, -1)
+        llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
         if self._verified(entry, key):
             out = (llama_cpp.llama_token * entry.saved)()
             count = ctypes.c_size_t()
             loaded = llama_cpp.llama_state_seq_load_file(
-                ctx, str(entry.path).encode(), 0, out, entry.saved, ctypes.byref(count)
+                ctx, str(entry.path).encode(), seq, out, entry.saved, ctypes.byref(count)
             )
             if loaded and count.value == entry.saved and list(out[: entry.n_tokens]) == tokens[: entry.n_tokens]:
-                llama_cpp.llama_memory_seq_rm(memory, 0, entry.n_tokens, -1)  # keep the shared prefix
+                llama_cpp.llama_memory_seq_rm(memory, seq, entry.n_tokens, -1)  # keep the shared prefix
                 with contextlib.suppress(OSError):
                     os.utime(entry.path)  # most recently used
                 return entry.n_tokens
-        llama_cpp.llama_memory_seq_rm(memory, 0, -1, -1)
+        llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
         with contextlib.suppress(OSError):
             entry.path.unlink()
         return 0
 
     # -- saving ----------------------------------------------------------------------------------
-    def save(self, ctx: llama_cpp.llama_context_p, key: bytes, tokens: list[int]) -> Path | None:
-        """Save sequence 0 (holding ``tokens``) under ``key``; None when it is too short, would
+    def save(self, ctx: llama_cpp.llama_context_p, key: bytes, tokens: list[int], seq: int = 0) -> Path | None:
+        """Save sequence ``seq`` (holding ``tokens``) under ``key``; None when it is too short, would
         not fit the size limit, or the disk refused (a cache: never an error for the caller)."""
         if len(tokens) < self.min_tokens:
             return None
@@ -186,7 +189,7 @@ class KVStore:
             with contextlib.suppress(OSError):
                 os.utime(final)
             return final
-        estimate = llama_cpp.llama_state_seq_get_size(ctx, 0) + 4 * len(tokens) + 12 + _FOOTER.size
+        estimate = llama_cpp.llama_state_seq_get_size(ctx, seq) + 4 * len(tokens) + 12 + _FOOTER.size
         if estimate > self.limit:
             return None
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
@@ -194,7 +197,7 @@ class KVStore:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._evict(self.limit - estimate)
             arr = (llama_cpp.llama_token * len(tokens))(*tokens)
-            if not llama_cpp.llama_state_seq_save_file(ctx, str(tmp).encode(), 0, arr, len(tokens)):
+            if not llama_cpp.llama_state_seq_save_file(ctx, str(tmp).encode(), seq, arr, len(tokens)):
                 return None
             with open(tmp, "r+b") as fh:
                 size = os.fstat(fh.fileno()).st_size

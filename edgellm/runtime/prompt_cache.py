@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import llama_cpp
@@ -68,6 +69,10 @@ class PromptCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __iter__(self) -> Iterator[int]:
+        """The entries' keys, least recently used first (a snapshot: restoring reorders them)."""
+        return iter(list(self._entries))
 
     def save(self, ctx: llama_cpp.llama_context_p, seq: int, tokens: list[int]) -> bool:
         """Copy sequence ``seq`` (holding ``tokens``) here; False when it cannot be kept."""

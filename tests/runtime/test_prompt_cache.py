@@ -65,6 +65,33 @@ def test_a_request_that_ends_while_others_stream_is_parked_at_once(default_model
     assert events.done["finish_reason"] in ("stop", "length")
 
 
+def test_conversations_come_back_from_disk_after_a_restart(default_model: Path) -> None:
+    """`serve --cache-size`: what the engine holds is written to the disk store when it closes;
+    after a restart, the conversation's next turn is read back, with the answer a full evaluation
+    gives. Off by default."""
+    from edgellm.runtime.kv_store import default_folder
+
+    text = "Here is a short story about a cat who lived in a library. " * 6 + "The capital of France is"
+    on_disk = LoadOptions(n_ctx=2048, n_threads=1, probe=False, cache_size=10**9)
+    engine = BatchEngine(default_model, on_disk, slots=2)
+    try:
+        prompt, first = ask(engine, text)
+        ask(engine, "12, 13, 14, 15,")  # parked in memory: written too, but short (kv_store.MIN_TOKENS)
+    finally:
+        engine.close()
+    assert len(list(default_folder().glob("*.kv"))) == 1
+    follow = text + first.text + " The capital of Italy is"
+    again_engine, fresh = BatchEngine(default_model, on_disk, slots=2), open_engine(default_model, slots=2)
+    try:
+        _, again = ask(again_engine, follow)
+        _, reference = ask(fresh, follow)
+    finally:
+        again_engine.close()
+        fresh.close()
+    assert reference.done["cached_tokens"] == 0 and again.done["cached_tokens"] >= len(prompt)
+    assert again.text == reference.text
+
+
 def test_without_cache_ram_idle_slots_keep_their_cells(default_model: Path) -> None:
     engine = open_engine(default_model, slots=2, cache_ram=0)
     try:
@@ -134,6 +161,9 @@ def test_serve_takes_cache_ram_as_a_size(capsys: pytest.CaptureFixture[str], mon
 
     args = build_parser().parse_args(["serve", "default", "--cache-ram", "500MB", "--parallel", "2", "--ctx", "512"])
     assert served_models(args)[0].options["cache_ram"] == 500_000_000
+    assert served_models(args)[0].options["cache_size"] == 0  # the disk store: off unless asked
+    args = build_parser().parse_args(["serve", "default", "--cache-size", "4GB", "--parallel", "2", "--ctx", "512"])
+    assert served_models(args)[0].options["cache_size"] == 4 * 10**9
     machine = dataclasses.replace(planner.probe(), ram_available=4 * 10**9)
     monkeypatch.setattr(planner, "probe", lambda: machine)
     args = build_parser().parse_args(["serve", "default", "--parallel", "2", "--ctx", "512"])
