@@ -74,6 +74,10 @@ class EventStream:
             self.request.cancel()
 
 
+EXIT_WAIT_S = 5.0  # a runner that has not exited by then is killed
+SAVE_WAIT_S = 60.0  # the same, while it writes its conversations to the disk store (`--cache-size`)
+
+
 @dataclass
 class ServedModel:
     """One model under one name, served by a ``batch`` runner."""
@@ -124,6 +128,8 @@ class ServedModel:
         raise APIError(500, "the runner ended the request without an answer")
 
     def close(self) -> None:
+        """Stop the runner; with ``--cache-size`` it first writes its conversations to the disk
+        store, which may take longer than a plain exit."""
         if self.runner is not None:
             with contextlib.suppress(Exception):
-                self.runner.close()
+                self.runner.close(timeout=SAVE_WAIT_S if self.options.get("cache_size") else EXIT_WAIT_S)
