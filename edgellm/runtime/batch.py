@@ -226,8 +226,7 @@ class BatchEngine:
         self.n_embd = llama_cpp.llama_model_n_embd(eng._model)
         self._slots = [_Slot(i) for i in range(self.slots_n)]
         self._parked = PromptCache(cache_ram)  # idle slots' caches, out of the decodes' way
-        key = eng.state_key if eng.kv_store is not None else None  # `--cache-size`: conversations kept on disk
-        self._disk = (eng.kv_store, key) if key is not None else None
+        self._store = eng.kv_store if eng.state_key is not None else None  # `--cache-size`: kept on disk
         self._queue: collections.deque[_Job] = collections.deque()
         self._jobs: dict[object, _Job] = {}
         self._cond = threading.Condition()
@@ -290,18 +289,17 @@ class BatchEngine:
         """Every conversation held, in the slots and parked, to the disk store (`--cache-size`),
         so that it comes back after a restart. Only now: a write of a long conversation's cache
         on the owner thread would stall every stream, and at shutdown it stalls nobody."""
-        if self._disk is None:
+        if self._store is None:
             return
-        store, key = self._disk
-        ctx = self.engine._ctx
+        ctx, key = self.engine._ctx, self.engine.state_key
         for slot in self._slots:
             if slot.cached:
-                store.save(ctx, key, slot.cached, seq=slot.seq)
+                self._store.save(ctx, key, slot.cached, seq=slot.seq)
         seq = self._slots[0].seq
         for parked in self._parked:
             tokens = self._parked.restore(ctx, parked, seq)
             if tokens:
-                store.save(ctx, key, tokens, seq=seq)
+                self._store.save(ctx, key, tokens, seq=seq)
 
     def busy(self) -> tuple[int, int]:
         """(slots in use, requests waiting)."""
@@ -393,10 +391,14 @@ class BatchEngine:
         shared = min(common_prefix(donor.cached, prompt), usable)
         key, parked = self._parked.best(prompt)
         parked = min(parked, usable)
-        best = max(keep, shared, parked)
-        if self._disk is not None and usable > best and self._disk[0].find(self._disk[1], prompt[:usable], best):
-            store, state_key = self._disk  # a conversation from before a restart: read back, not evaluated
-            keep = store.restore(ctx, state_key, prompt[:usable], best, seq=slot.seq)
+        loaded = 0
+        if self._store is not None and usable > max(keep, shared, parked):  # a conversation from before a restart
+            loaded = self._store.restore(ctx, self.engine.state_key, prompt[:usable], max(keep, shared, parked),
+                                         seq=slot.seq)  # fmt: skip
+            if not loaded and llama_cpp.llama_memory_seq_pos_max(mem, slot.seq) < 0:
+                keep = 0  # a file was tried and failed: the sequence was emptied
+        if loaded:
+            keep = loaded
         elif key is not None and parked > max(keep, shared):
             restored = self._parked.restore(ctx, key, slot.seq)
             keep = parked if restored is not None else 0

@@ -11,8 +11,9 @@ that starts with a parked one is restored (``llama_state_seq_set_data``) instead
 
 Bounded: at most ``limit`` bytes, least recently used entries evicted first; an entry whose tokens
 are a prefix of a newer one is dropped (the newer one serves every prompt it would). Entries live
-only as long as the runner process, so nothing here is read back from disk or trusted across
-model loads; the disk store for closed chats is `edgellm.runtime.kv_store`."""
+only as long as the runner process and are never read from disk; with `serve --cache-size` the
+batching engine writes them to the disk store (`edgellm.runtime.kv_store`, checked on reading)
+when it stops."""
 
 from __future__ import annotations
 

@@ -92,6 +92,38 @@ def test_conversations_come_back_from_disk_after_a_restart(default_model: Path) 
     assert again.text == reference.text
 
 
+def test_a_damaged_file_on_disk_is_evaluated_instead(default_model: Path) -> None:
+    """The slot already holds part of the prompt; the disk store offers more, but its file is
+    damaged: llama.cpp's load is refused, the file deleted, the sequence emptied and the whole
+    prompt evaluated, with the answer a full evaluation gives."""
+    from edgellm.runtime.kv_store import default_folder
+
+    text = "Here is a short story about a cat who lived in a library. " * 6 + "The capital of France is"
+    on_disk = LoadOptions(n_ctx=2048, n_threads=1, probe=False, cache_size=10**9)
+    engine = BatchEngine(default_model, on_disk, slots=1)
+    try:
+        ask(engine, text)
+    finally:
+        engine.close()
+    (saved,) = default_folder().glob("*.kv")
+    engine = BatchEngine(default_model, on_disk, slots=1, cache_ram=0)  # no copy in memory to fall back on
+    fresh = open_engine(default_model, slots=1)
+    try:
+        ask(engine, text[: len(text) // 2])  # the slot now holds the first half (read from the file)
+        with open(saved, "r+b") as fh:  # then a byte of the file flips: its digest no longer matches
+            fh.seek(saved.stat().st_size // 2)
+            byte = fh.read(1)
+            fh.seek(-1, 1)
+            fh.write(bytes([byte[0] ^ 0xFF]))
+        _, again = ask(engine, text + " Paris. The capital of Italy is")
+        _, reference = ask(fresh, text + " Paris. The capital of Italy is")
+    finally:
+        engine.close()
+        fresh.close()
+    assert again.done["cached_tokens"] == 0  # none of the slot's cells is left to reuse
+    assert again.text == reference.text and not saved.exists()
+
+
 def test_without_cache_ram_idle_slots_keep_their_cells(default_model: Path) -> None:
     engine = open_engine(default_model, slots=2, cache_ram=0)
     try:
