@@ -26,7 +26,17 @@ picks the draft length k with the most expected tokens per unit of time,
 (1 + first * (1 + a + ... + a^(k-1))) / cost(k + 1), drafting nothing when no k beats plain
 decoding. The priors (a 2-token match is mostly a common phrase, a 6-token one mostly a copy)
 were tuned by replaying recorded answers against measured batch costs, then checked with
-`bench/bench_lookup.py`."""
+`bench/bench_lookup.py`.
+
+Copies with edits. Code returned with a variable renamed breaks every n-gram at each edit: after
+`acc` (where the source had `total`) no recent tokens occur in the source until two tokens have
+passed, and then the key (` =`, ` 0`) may point into the wrong one of several similar functions.
+So the drafter keeps a cursor in the source of the copy in progress (where its last accepted draft
+came from) and, before any n-gram lookup, follows it across the edit as Cursor-style "speculative
+edits" do: the model's token replaced one source token (draft on after it, `SKIP`), or its last
+token occurs just ahead in the source (draft on from there, `RESYNC`: an insertion or deletion
+rejoining the copy). Each kind has its own learned acceptance, so in free writing, where no copy
+runs, they stop being tried after a miss or two."""
 
 from __future__ import annotations
 
@@ -47,6 +57,13 @@ PRIOR_CONTINUE = 0.95  # P(the next draft is right | the one before was): copies
 PRIOR_WEIGHT = 1.0  # how many observations a prior is worth
 PRIOR_RHO = 0.3  # extra cost of each drafted token before any batch is measured (optimistic)
 MIN_GAIN = 1.02  # draft only where the expected speed-up beats this
+# Following a copy across an edit (see "Copies with edits"): the keys its drafts are judged under
+# in DraftStats (match lengths are >= NGRAM_MIN), with their priors
+SKIP, RESYNC = -1, -2  # the model's token replaced the source's; its last token is just ahead in the source
+EDIT_PRIORS = {SKIP: 0.9, RESYNC: 0.6}  # a copy rarely changes one token and then stops
+EDIT_PROBE = 4  # the longest draft of a kind not yet tried this turn (a miss in free writing is cheap)
+ALIGN_WINDOW = 8  # how far ahead of the cursor RESYNC looks for the last token
+ALIGN_SPAN = 32  # tokens written since the copy last ran, after which the cursor is dropped
 
 
 def parse_draft(value: str) -> int:
@@ -172,9 +189,13 @@ class DraftStats:
     def first_rate(self, match: int) -> float:
         return self._first(match).rate()
 
+    def tried(self, match: int) -> bool:
+        return match in self.first and self.first[match].tried > 0
+
     def _first(self, match: int) -> _Acceptance:
         if match not in self.first:
-            self.first[match] = _Acceptance(1.0 - (1.0 - FIRST_AT_2) * FIRST_DECAY ** (match - NGRAM_MIN))
+            prior = EDIT_PRIORS.get(match, 1.0 - (1.0 - FIRST_AT_2) * FIRST_DECAY ** (match - NGRAM_MIN))
+            self.first[match] = _Acceptance(prior)
         return self.first[match]
 
     def add(self, match: int, drafted: int, accepted: int) -> None:
@@ -199,7 +220,12 @@ class LookupDrafter:
     accepted: int = 0  # of which the model agreed with
     _index: dict[tuple[int, ...], int] = field(default_factory=dict)
     _indexed: int = 0  # tokens[:_indexed] are in the index (built at the first draft, not before the first token)
-    _last_match: int = 0
+    _last_match: int = 0  # DraftStats key of the last draft: its match length, SKIP or RESYNC
+    _source: int = 0  # where in ``tokens`` the last draft was copied from
+    _cursor: int = -1  # the source token the copy in progress expects next (-1: no copy)
+    _cursor_at: int = 0  # len(tokens) when the answer reached the cursor
+    _replaced: tuple[int, int] = (0, 0)  # (source token, the model's) of the last SKIP draft
+    _renamed: dict[int, int] = field(default_factory=dict)  # source token -> what the answer writes for it
 
     def extend(self, tokens: Sequence[int]) -> None:
         self.tokens.extend(tokens)
@@ -212,27 +238,62 @@ class LookupDrafter:
         self._indexed = len(toks)
 
     def draft(self, room: int) -> list[int]:
-        """Up to ``room`` tokens that followed the longest recent match of the last tokens."""
+        """Up to ``room`` tokens: where the copy in progress goes on (across an edit), else what
+        followed the longest recent match of the last tokens."""
         if room <= 0 or self.setting == DRAFT_OFF:
             return []
         self._index_new()
+        found = self._aligned() or self._matched()
+        if found is None:
+            return []
+        start, match = found
+        auto = self.setting == DRAFT_AUTO
+        limit = min(room, len(self.tokens) - start, MAX_DRAFT if auto else self.setting)
+        if auto:
+            if match in EDIT_PRIORS and not self.stats.tried(match):
+                limit = min(limit, EDIT_PROBE)
+            limit = best_length(self.stats.cont.rate(), self.costs, limit, first=self.stats.first_rate(match))
+        self._last_match, self._source = match, start
+        return [self._renamed.get(t, t) for t in self.tokens[start : start + limit]]
+
+    def _aligned(self) -> tuple[int, int] | None:
+        """(where to draft from, DraftStats key) following the copy in progress, or None."""
+        toks, cursor = self.tokens, self._cursor
+        if cursor < 0:
+            return None
+        since = len(toks) - self._cursor_at  # tokens written since the copy last ran
+        if since > ALIGN_SPAN:
+            self._cursor = -1
+            return None
+        if since == 1 and toks[-1] == self._renamed.get(toks[cursor], toks[cursor]):
+            return cursor + 1, max(self._run(cursor + 1), NGRAM_MIN)  # no edit: the copy goes on
+        for p in range(cursor, min(cursor + ALIGN_WINDOW, self._cursor_at)):
+            if toks[p] == toks[-1]:
+                return p + 1, RESYNC
+        if since != 1:
+            return None
+        self._replaced = (toks[cursor], toks[-1])  # kept as a rename if the copy goes on after it
+        return cursor + 1, SKIP
+
+    def _matched(self) -> tuple[int, int] | None:
+        """(what followed the longest recent n-gram match, its run length), or None."""
         toks = self.tokens
         for n in range(min(NGRAM_MAX, len(toks)), NGRAM_MIN - 1, -1):
             start = self._index.get(tuple(toks[-n:]))
-            if start is None:
-                continue
-            auto = self.setting == DRAFT_AUTO
-            limit = min(room, len(toks) - start, MAX_DRAFT if auto else self.setting)
-            match = n
-            while match < MATCH_CAP and start - match > 0 and toks[start - match - 1] == toks[-match - 1]:
-                match += 1  # how long the copy has run: the index keys stop at NGRAM_MAX
-            if auto:
-                k = best_length(self.stats.cont.rate(), self.costs, limit, first=self.stats.first_rate(match))
-            else:
-                k = limit
-            self._last_match = match
-            return toks[start : start + k]
-        return []
+            if start is not None:
+                return start, self._run(start)
+        return None
+
+    def _run(self, start: int) -> int:
+        """How long the copy that reached ``start`` has run: tokens before ``start`` equal to the
+        last ones, renames applied (up to MATCH_CAP; the index keys stop at NGRAM_MAX)."""
+        toks, renamed, match = self.tokens, self._renamed, 0
+        while match < MATCH_CAP and start - match > 0:
+            source = toks[start - match - 1]
+            if renamed.get(source, source) != toks[-match - 1]:
+                break
+            match += 1
+        return match
 
     def result(self, n_drafts: int, n_accepted: int) -> None:
         """How the model judged the last draft: ``n_accepted`` of its ``n_drafts`` tokens kept."""
@@ -241,3 +302,8 @@ class LookupDrafter:
         self.drafted += n_drafts
         self.accepted += n_accepted
         self.stats.add(self._last_match, n_drafts, n_accepted)
+        if self._last_match == SKIP and n_accepted:  # one token replaced, the copy went on: a rename
+            self._renamed[self._replaced[0]] = self._replaced[1]
+        if n_accepted or self._last_match not in EDIT_PRIORS:  # (a missed edit guess leaves the copy where it was)
+            # a copy runs from there: the source token after the kept drafts comes next
+            self._cursor, self._cursor_at = self._source + n_accepted, len(self.tokens) + n_accepted
