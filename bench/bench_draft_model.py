@@ -1,19 +1,21 @@
 """A draft model (`--draft-model`) against plain decoding and against lookup alone: generation
 tok/s where lookup finds little (free writing) and where it finds much (a quote), greedy.
 
-The pair. No two real models of one vocabulary and different sizes install offline here, so the
-target is the default model's F32 copy (its Q4_1 weights dequantized by llama.cpp: about 6x the
-bytes, the same answers up to rounding) and the draft is the default model itself. The draft
-agrees with the target most of the time but costs about half a target step on a CPU (compute, not
-memory, bounds a 135M model). So this pair tests whether `auto` stops using a draft model that
-does not pay, rather than what a good pair gains; a real pair (Qwen1.5-0.5B-Chat for
-Qwen1.5-7B-Chat) agrees less and costs well under a tenth of a step.
+The pairs.
+- `--target qwen2.5-coder-1.5b --draft qwen2.5-coder-0.5b`: a real pair of one vocabulary
+  (bench/coder_models.py fetches it), the draft a third of the target's parameters.
+- The default, when neither is given: the default model's F32 copy (its Q4_1 weights dequantized by
+  llama.cpp: about 6x the bytes, the same answers up to rounding) drafted for by the default model.
+  The draft agrees with the target most of the time but costs about half a target step on a CPU
+  (compute, not memory, bounds a 135M model), so this pair tests whether `auto` stops using a draft
+  model that does not pay.
 
 Within each repeat the three modes run back to back in rotating order, so load from other work hits
 all of them; ratios are medians of per-repeat ratios. Answers are compared token for token with
-plain decoding (must be equal). Writes the `draft_model` section of docs/benchmarks.md.
+plain decoding (must be equal). Writes the `draft_model` section of docs/benchmarks.md
+(`draft_model_pair` with --target).
 
-    .venv/bin/python -m bench.bench_draft_model [--repeats 3] [--tokens 96] [--threads 2]
+    .venv/bin/python -m bench.bench_draft_model [--target M --draft M] [--repeats 3] [--tokens 96]
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
 from bench.bench_gpu_precision import rewritten
 from bench.bench_lookup import TASKS, run_task
+from bench.coder_models import model_arg
 from bench.report import load_average, machine, write_section
-from edgellm.models.default_model import default_model_path
 from edgellm.runtime.engine import Engine, LoadOptions, default_threads
 from edgellm.runtime.lookup import DRAFT_AUTO, DRAFT_OFF
 
@@ -54,11 +57,17 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=96)
     ap.add_argument("--threads", type=int, default=default_threads())
     ap.add_argument("--tasks", type=task_list, default="free,quote", help=f"comma-separated, of {', '.join(TASKS)}")
+    ap.add_argument("--target", type=model_arg, help="default, qwen2.5-coder-1.5b or a .gguf (default: "
+                    "the default model's F32 copy)")  # fmt: skip
+    ap.add_argument("--draft", type=model_arg, default="default", help="default, qwen2.5-coder-0.5b or a .gguf")
     args = ap.parse_args()
-    draft = default_model_path()
+    draft = args.draft
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        target = rewritten(draft, "F32", Path(tmp))
+        target = args.target or rewritten(draft, "F32", Path(tmp))
+        pair = (f"target `{target.name}`, draft model `{draft.name}`" if args.target else
+                f"target `{draft.stem}-F32.gguf` (the default model's F32 copy), draft model `{draft.name}` (the "
+                "default model: same vocabulary, a sixth of the bytes)")  # fmt: skip
         opts = LoadOptions(n_ctx=2048, n_threads=args.threads, probe=False)
         paired_opts = dataclasses.replace(opts, draft_model=str(draft))
         with Engine(target, opts) as alone, Engine(target, paired_opts) as paired:
@@ -82,16 +91,14 @@ def main() -> None:
                             f"{statistics.median(kept):.0%} | {'yes' if same else '**NO**'} |")  # fmt: skip
     table = (
         "## Draft model vs lookup vs plain decoding\n\n"
-        f"`python -m bench.bench_draft_model --repeats {args.repeats} --tokens {args.tokens} --threads {args.threads}"
-        f" --tasks {','.join(args.tasks)}` — {machine()}; {args.threads} threads, greedy, n_ctx 2048; target "
-        f"`{draft.stem}-F32.gguf` (the default model's F32 copy), draft model `{draft.name}` (the default "
-        "model: same vocabulary, a sixth of the bytes); `--draft auto` in both drafting modes (the draft model "
+        f"`python -m bench.bench_draft_model {' '.join(sys.argv[1:])}` — {machine()}; {args.threads} threads, "
+        f"greedy, n_ctx 2048; {pair}; `--draft auto` in both drafting modes (the draft model "
         "drafts only where lookup finds nothing). Each repeat runs the three modes back to back in rotating "
         f"order; speed-ups are medians of the per-repeat ratios to plain decoding (range); {load_average()}.\n\n"
         "| task | plain tok/s | lookup tok/s | draft model tok/s | lookup speed-up | draft model speed-up | "
         "draft model's drafts kept | same tokens |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
     )
-    write_section("draft_model", table)
+    write_section("draft_model_pair" if args.target else "draft_model", table)
     print(table)
 
 

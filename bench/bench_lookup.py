@@ -4,20 +4,23 @@ copy-heavy tasks (return code with one change, quote and fix a paragraph) and on
 Greedy, same prompt, same engine; within each repeat the two modes run back to back in alternating
 order, so that load from other work on the machine hits both; the ratio is the median of the
 per-repeat ratios. The answers of the two modes are compared token for token (must be equal).
-Models: the default model, and with --f16 a larger copy of it (its weights dequantized to F16 by
-llama.cpp, 2.5x the bytes). Writes the `lookup` section of docs/benchmarks.md.
+Models: the default model, with --f16 also a larger copy of it (its weights dequantized to F16 by
+llama.cpp, 2.5x the bytes), and any --model: `qwen2.5-coder-1.5b` is a real larger model that returns
+code as asked (bench/coder_models.py fetches it). Writes the `lookup` section of docs/benchmarks.md.
 
-    .venv/bin/python -m bench.bench_lookup [--model PATH] [--f16] [--repeats 5] [--tokens 128]
+    .venv/bin/python -m bench.bench_lookup [--model default|qwen2.5-coder-1.5b|PATH ...] [--f16] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
 from bench.bench_gpu_precision import with_f16_copy
+from bench.coder_models import model_arg
 from bench.report import load_average, machine, write_section
 from edgellm.models.default_model import default_model_path
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams, default_threads
@@ -93,18 +96,20 @@ def measure(path: Path, args: argparse.Namespace) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=default_model_path())
-    ap.add_argument("--f16", action="store_true", help="also the model's F16 copy (the larger test model)")
+    ap.add_argument("--model", type=model_arg, action="append",
+                    help="default, qwen2.5-coder-1.5b or a .gguf (repeatable)")  # fmt: skip
+    ap.add_argument("--f16", action="store_true", help="also each model's F16 copy")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=default_threads())
     args = ap.parse_args()
-    with with_f16_copy(args.model, args.f16) as models:
-        rows = [row for model in models for row in measure(model, args)]
+    rows = []
+    for path in args.model or [default_model_path()]:
+        with with_f16_copy(path, args.f16) as models:
+            rows += [row for model in models for row in measure(model, args)]
     table = (
         "## Lookup decoding vs plain decoding\n\n"
-        f"`python -m bench.bench_lookup --repeats {args.repeats} --tokens {args.tokens}{' --f16' if args.f16 else ''}"
-        f" --threads {args.threads}`"
+        f"`python -m bench.bench_lookup {' '.join(sys.argv[1:])}`"
         f" — {machine()}; {args.threads} threads, greedy, n_ctx 2048. Each repeat runs `--draft off` and "
         "`--draft auto` back to back in alternating order; speed-up = median of the per-repeat ratios (range) of "
         "wall-clock generation tok/s; *CPU* = the same ratio per CPU second the process used after the first "

@@ -1,5 +1,7 @@
 """Lookup decoding replayed: what `--draft auto` would gain on recorded answers, against the best
-any drafting policy could do (an oracle that knows the answer), on this machine's batch costs.
+any choice of lengths for plain n-gram drafts could do (an oracle that knows the answer), on this
+machine's batch costs. `auto` can beat that oracle on code with a rename: it follows the copy
+across edits and drafts the new name (edgellm.runtime.lookup, "Copies with edits").
 
 Greedy answers do not depend on drafting, so one recorded answer per task (bench_lookup's tasks)
 and a table of what verifying a batch of b tokens costs here (llama_decode with logits for every
@@ -9,7 +11,7 @@ row, plus sampling every row, against one token) replay any policy exactly and w
 truth is bench_lookup. Per-token work outside the decode (text pieces, the caller) is left out,
 so real speed-ups are somewhat lower.
 
-    .venv/bin/python -m bench.replay_lookup [--f16] [--threads 2]
+    .venv/bin/python -m bench.replay_lookup [--model default|qwen2.5-coder-1.5b|PATH] [--f16] [--threads 2]
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import llama_cpp
 
 from bench.bench_gpu_precision import with_f16_copy
 from bench.bench_lookup import TASKS
-from edgellm.models.default_model import default_model_path
+from bench.coder_models import model_arg
 from edgellm.runtime import lookup
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams, default_threads
 
@@ -79,7 +81,7 @@ def replay_auto(prompt: list[int], answer: list[int], costs: dict[int, float], l
 
 
 def oracle(prompt: list[int], answer: list[int], costs: dict[int, float]) -> float:
-    """The best speed-up any choice of draft lengths gets from these lookup drafts."""
+    """The best speed-up any choice of draft lengths gets from n-gram lookup drafts."""
     n = len(answer)
     best = [0.0] * (n + 1)
     for pos in range(n - 1, 0, -1):
@@ -117,7 +119,7 @@ def measure(path: Path, threads: int) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=default_model_path())
+    ap.add_argument("--model", type=model_arg, default="default", help="default, qwen2.5-coder-1.5b or a .gguf")
     ap.add_argument("--f16", action="store_true", help="also the model's F16 copy (the larger test model)")
     ap.add_argument("--threads", type=int, default=default_threads())
     args = ap.parse_args()

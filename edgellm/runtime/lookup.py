@@ -31,12 +31,14 @@ were tuned by replaying recorded answers against measured batch costs, then chec
 Copies with edits. Code returned with a variable renamed breaks every n-gram at each edit: after
 `acc` (where the source had `total`) no recent tokens occur in the source until two tokens have
 passed, and then the key (` =`, ` 0`) may point into the wrong one of several similar functions.
-So the drafter keeps a cursor in the source of the copy in progress (where its last accepted draft
-came from) and, before any n-gram lookup, follows it across the edit as Cursor-style "speculative
-edits" do: the model's token replaced one source token (draft on after it, `SKIP`), or its last
-token occurs just ahead in the source (draft on from there, `RESYNC`: an insertion or deletion
-rejoining the copy). Each kind has its own learned acceptance, so in free writing, where no copy
-runs, they stop being tried after a miss or two."""
+So the drafter follows the copy in progress with a cursor in its source, moved on by every token
+the answer copies, drafted or not, and across edits as Cursor's "speculative edits" do: where the
+model's token replaced one source token and the copy goes on after it, that is a rename, learned
+for the turn and written into later drafts (`total` drafted as `acc`), and the token after the
+edit is guessed at once (`SKIP`); where its last token stands just ahead in the source, an insertion
+ended or a deletion happened (`RESYNC`). Only copies are followed (a run of EDIT_MIN_RUN tokens,
+not a phrase met again), auto alone guesses, each kind of guess has its own learned acceptance and
+is first tried short, so in free writing they cost next to nothing (bench/replay_lookup.py)."""
 
 from __future__ import annotations
 
@@ -64,6 +66,7 @@ EDIT_PRIORS = {SKIP: 0.9, RESYNC: 0.6}  # a copy rarely changes one token and th
 EDIT_PROBE = 4  # the longest draft of a kind not yet tried this turn (a miss in free writing is cheap)
 ALIGN_WINDOW = 8  # how far ahead of the cursor RESYNC looks for the last token
 ALIGN_SPAN = 32  # tokens written since the copy last ran, after which the cursor is dropped
+EDIT_MIN_RUN = 6  # tokens a copy must have run for an edit in it to be followed (not a phrase met again)
 
 
 def parse_draft(value: str) -> int:
@@ -221,14 +224,39 @@ class LookupDrafter:
     _index: dict[tuple[int, ...], int] = field(default_factory=dict)
     _indexed: int = 0  # tokens[:_indexed] are in the index (built at the first draft, not before the first token)
     _last_match: int = 0  # DraftStats key of the last draft: its match length, SKIP or RESYNC
-    _source: int = 0  # where in ``tokens`` the last draft was copied from
     _cursor: int = -1  # the source token the copy in progress expects next (-1: no copy)
-    _cursor_at: int = 0  # len(tokens) when the answer reached the cursor
-    _replaced: tuple[int, int] = (0, 0)  # (source token, the model's) of the last SKIP draft
+    _cursor_at: int = 0  # len(tokens) when the answer was last in step with the source
+    _resync: int = -1  # where the last RESYNC guessed the copy goes on
+    _missed_at: int = -1  # where in ``tokens`` the model's token replaced a draft after the first
     _renamed: dict[int, int] = field(default_factory=dict)  # source token -> what the answer writes for it
 
     def extend(self, tokens: Sequence[int]) -> None:
-        self.tokens.extend(tokens)
+        for token in tokens:
+            self.tokens.append(token)
+            if self._cursor >= 0:
+                self._follow(token)
+
+    def _follow(self, token: int) -> None:
+        """Keep the cursor in step with the answer while it copies, across one-token renames
+        (learned here) and where a RESYNC guess proves right."""
+        toks, cursor = self.tokens, self._cursor
+        since = len(toks) - 1 - self._cursor_at  # tokens out of step before this one
+        if since == 0 and token == self._source_token(cursor):
+            self._step(cursor + 1)
+        elif since == 1 and cursor + 1 < self._cursor_at and token == self._source_token(cursor + 1):
+            self._renamed[toks[cursor]] = toks[-2]  # the token before replaced the source's, then the copy went on
+            if self._missed_at == len(toks) - 2:
+                self.stats.cont.accepted += 1  # that miss was the rename, not the copy ending
+            self._step(cursor + 2)
+        elif self._resync >= 0 and token == self._source_token(self._resync):
+            self._step(self._resync + 1)
+
+    def _step(self, cursor: int) -> None:
+        self._cursor, self._cursor_at, self._resync = cursor, len(self.tokens), -1
+
+    def _source_token(self, pos: int) -> int:
+        token = self.tokens[pos]
+        return self._renamed.get(token, token)
 
     def _index_new(self) -> None:
         toks, index = self.tokens, self._index
@@ -243,7 +271,7 @@ class LookupDrafter:
         if room <= 0 or self.setting == DRAFT_OFF:
             return []
         self._index_new()
-        found = self._aligned() or self._matched()
+        found = (self._aligned() if self.setting == DRAFT_AUTO else None) or self._matched()
         if found is None:
             return []
         start, match = found
@@ -253,45 +281,48 @@ class LookupDrafter:
             if match in EDIT_PRIORS and not self.stats.tried(match):
                 limit = min(limit, EDIT_PROBE)
             limit = best_length(self.stats.cont.rate(), self.costs, limit, first=self.stats.first_rate(match))
-        self._last_match, self._source = match, start
-        return [self._renamed.get(t, t) for t in self.tokens[start : start + limit]]
+        self._last_match = match
+        return [self._source_token(p) for p in range(start, start + limit)]
 
     def _aligned(self) -> tuple[int, int] | None:
         """(where to draft from, DraftStats key) following the copy in progress, or None."""
         toks, cursor = self.tokens, self._cursor
         if cursor < 0:
             return None
-        since = len(toks) - self._cursor_at  # tokens written since the copy last ran
+        since = len(toks) - self._cursor_at  # tokens written out of step
         if since > ALIGN_SPAN:
             self._cursor = -1
             return None
-        if since == 1 and toks[-1] == self._renamed.get(toks[cursor], toks[cursor]):
-            return cursor + 1, max(self._run(cursor + 1), NGRAM_MIN)  # no edit: the copy goes on
+        if since == 0:
+            return cursor, max(self._run(cursor), NGRAM_MIN)  # in step: the copy goes on
+        if self._run(cursor, self._cursor_at) < EDIT_MIN_RUN:
+            return None  # a phrase met again, not a copy: nothing to follow across an edit
         for p in range(cursor, min(cursor + ALIGN_WINDOW, self._cursor_at)):
-            if toks[p] == toks[-1]:
+            if toks[p] == toks[-1]:  # an insertion ends, or a deletion: the copy goes on after p
+                self._resync = p + 1
                 return p + 1, RESYNC
-        if since != 1:
-            return None
-        self._replaced = (toks[cursor], toks[-1])  # kept as a rename if the copy goes on after it
-        return cursor + 1, SKIP
+        return (cursor + 1, SKIP) if since == 1 else None  # one token replaced the cursor's?
 
     def _matched(self) -> tuple[int, int] | None:
-        """(what followed the longest recent n-gram match, its run length), or None."""
+        """(what followed the longest recent n-gram match, its run length), or None; the copy to
+        follow from there on, unless only a phrase matched while a copy is being followed."""
         toks = self.tokens
         for n in range(min(NGRAM_MAX, len(toks)), NGRAM_MIN - 1, -1):
             start = self._index.get(tuple(toks[-n:]))
             if start is not None:
-                return start, self._run(start)
+                run = self._run(start)
+                if self._cursor < 0 or run >= EDIT_MIN_RUN:  # a phrase met again leaves a copy's cursor
+                    self._step(start)
+                return start, run
         return None
 
-    def _run(self, start: int) -> int:
-        """How long the copy that reached ``start`` has run: tokens before ``start`` equal to the
-        last ones, renames applied (up to MATCH_CAP; the index keys stop at NGRAM_MAX)."""
-        toks, renamed, match = self.tokens, self._renamed, 0
-        while match < MATCH_CAP and start - match > 0:
-            source = toks[start - match - 1]
-            if renamed.get(source, source) != toks[-match - 1]:
-                break
+    def _run(self, start: int, end: int | None = None) -> int:
+        """How long the copy that reached ``start`` has run: tokens before ``start`` equal to those
+        before ``end`` (default: the last ones), renames applied (up to MATCH_CAP; the index keys
+        stop at NGRAM_MAX)."""
+        toks, match, end = self.tokens, 0, len(self.tokens) if end is None else end
+        while (match < MATCH_CAP and start - match > 0
+               and self._source_token(start - match - 1) == toks[end - match - 1]):
             match += 1
         return match
 
@@ -302,8 +333,5 @@ class LookupDrafter:
         self.drafted += n_drafts
         self.accepted += n_accepted
         self.stats.add(self._last_match, n_drafts, n_accepted)
-        if self._last_match == SKIP and n_accepted:  # one token replaced, the copy went on: a rename
-            self._renamed[self._replaced[0]] = self._replaced[1]
-        if n_accepted or self._last_match not in EDIT_PRIORS:  # (a missed edit guess leaves the copy where it was)
-            # a copy runs from there: the source token after the kept drafts comes next
-            self._cursor, self._cursor_at = self._source + n_accepted, len(self.tokens) + n_accepted
+        if 0 < n_accepted < n_drafts:
+            self._missed_at = len(self.tokens) + n_accepted
