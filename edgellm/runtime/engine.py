@@ -449,9 +449,10 @@ class Engine:
         if self.draft_engine is not None:
             from edgellm.runtime.draft_model import ModelDrafter
 
-            drafter: lookup.LookupDrafter = ModelDrafter(setting, self._batch_costs, model=self.draft_engine)
+            drafter: lookup.LookupDrafter = ModelDrafter(setting, self._batch_costs, self.is_end_of_turn,
+                                                         model=self.draft_engine)  # fmt: skip
         else:
-            drafter = lookup.LookupDrafter(setting, self._batch_costs)
+            drafter = lookup.LookupDrafter(setting, self._batch_costs, self.is_end_of_turn)
         drafter.extend(prompt)
         return drafter
 

@@ -217,6 +217,7 @@ class LookupDrafter:
 
     setting: int
     costs: BatchCosts = field(default_factory=BatchCosts)
+    ends_turn: Callable[[int], bool] = lambda _: False  # the model's end-of-turn tokens
     stats: DraftStats = field(default_factory=DraftStats)
     tokens: list[int] = field(default_factory=list)
     drafted: int = 0  # draft tokens proposed this turn
@@ -277,6 +278,8 @@ class LookupDrafter:
         start, match = found
         auto = self.setting == DRAFT_AUTO
         limit = min(room, len(self.tokens) - start, MAX_DRAFT if auto else self.setting)
+        # a copy of a message runs into the chat template's end of turn: not past it
+        limit = next((i + 1 for i in range(limit) if self.ends_turn(self.tokens[start + i])), limit)
         if auto:
             if match in EDIT_PRIORS and not self.stats.tried(match):
                 limit = min(limit, EDIT_PROBE)
