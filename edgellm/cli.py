@@ -22,12 +22,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb in VERBS:
         importlib.import_module(f"edgellm.commands.{verb}").register(sub)
+    parser.set_defaults(verb_parsers=sub.choices)
     return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The command line, with options allowed between a verb's positionals, as Ollama takes them
+    (`edgellm run default --temperature 0 "Why?"`): argparse fills every positional at their
+    first run, so there the prompt was "unrecognized"; a verb's arguments left over that way are
+    parsed again, intermixed."""
+    args, extra = parser.parse_known_args(argv)
+    if not extra or args.verb is None:
+        return parser.parse_args(argv)  # the usual one-line error for anything truly unknown
+    rest = argv[argv.index(args.verb) + 1 :]
+    return argparse.Namespace(**{**vars(args), **vars(args.verb_parsers[args.verb].parse_intermixed_args(rest))})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, sys.argv[1:] if argv is None else argv)
     if args.verb is None:  # `edgellm` alone: what it can do, as `ollama` alone says
         parser.print_help()
         return 0

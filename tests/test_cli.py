@@ -37,6 +37,18 @@ def test_run_with_prompt_streams_the_answer_and_exits_0() -> None:
     assert stats.startswith("prompt:") and "tok/s" in stats and "first token" in stats
 
 
+def test_options_may_stand_between_the_model_and_the_prompt() -> None:
+    """`edgellm run default --temperature 0 "..."`, as Ollama takes it (argparse alone called the
+    prompt "unrecognized" there); what is truly unknown is still one line and exit 2."""
+    ask = ("--temperature", "0", "--max-tokens", "12")
+    between = edgellm("run", "default", *ask, "What is the capital of France?")
+    before = edgellm("run", *ask, "default", "What is the capital of France?")
+    assert between.returncode == 0 and between.stdout == before.stdout and "Paris" in between.stdout
+    for bad in (("--bogus", "1", "Hi"), ("Hi", "and", "more")):
+        done = edgellm("run", "default", *bad)
+        assert done.returncode == 2 and "unrecognized arguments" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
 def test_run_with_nothing_on_stdin_and_no_prompt_is_an_error() -> None:
     """`edgellm run default </dev/null` (a script, a cron job): no terminal, no text: one line, exit 1."""
     done = subprocess.run([sys.executable, "-m", "edgellm", "run", "default"], stdin=subprocess.DEVNULL,
