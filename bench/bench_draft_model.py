@@ -3,7 +3,7 @@ tok/s where lookup finds little (free writing) and where it finds much (a quote)
 
 The pairs.
 - `--target qwen2.5-coder-1.5b --draft qwen2.5-coder-0.5b`: a real pair of one vocabulary
-  (bench/coder_models.py fetches it), the draft a third of the target's parameters.
+  (bench/models.py fetches it), the draft a third of the target's parameters.
 - The default, when neither is given: the default model's F32 copy (its Q4_1 weights dequantized by
   llama.cpp: about 6x the bytes, the same answers up to rounding) drafted for by the default model.
   The draft agrees with the target most of the time but costs about half a target step on a CPU
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bench.bench_gpu_precision import rewritten
 from bench.bench_lookup import TASKS, run_task
-from bench.coder_models import model_arg
+from bench.models import model_arg
 from bench.report import load_average, machine, write_section
 from edgellm.runtime.engine import Engine, LoadOptions, default_threads
 from edgellm.runtime.lookup import DRAFT_AUTO, DRAFT_OFF

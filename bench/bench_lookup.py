@@ -6,7 +6,7 @@ order, so that load from other work on the machine hits both; the ratio is the m
 per-repeat ratios. The answers of the two modes are compared token for token (must be equal).
 Models: the default model, with --f16 also a larger copy of it (its weights dequantized to F16 by
 llama.cpp, 2.5x the bytes), and any --model: `qwen2.5-coder-1.5b` is a real larger model that returns
-code as asked (bench/coder_models.py fetches it). Writes the `lookup` section of docs/benchmarks.md.
+code as asked (bench/models.py fetches it). Writes the `lookup` section of docs/benchmarks.md.
 
     .venv/bin/python -m bench.bench_lookup [--model default|qwen2.5-coder-1.5b|PATH ...] [--f16] [--repeats 5]
 """
@@ -19,10 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.bench_gpu_precision import with_f16_copy
-from bench.coder_models import model_arg
+from bench.models import model_arg, with_copies
 from bench.report import load_average, machine, write_section
-from edgellm.models.default_model import default_model_path
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams, default_threads
 from edgellm.runtime.lookup import DRAFT_AUTO, DRAFT_OFF
 
@@ -103,10 +101,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=default_threads())
     args = ap.parse_args()
-    rows = []
-    for path in args.model or [default_model_path()]:
-        with with_f16_copy(path, args.f16) as models:
-            rows += [row for model in models for row in measure(model, args)]
+    with with_copies(args.model, args.f16) as models:
+        rows = [row for model in models for row in measure(model, args)]
     table = (
         "## Lookup decoding vs plain decoding\n\n"
         f"`python -m bench.bench_lookup {' '.join(sys.argv[1:])}`"

@@ -8,21 +8,21 @@ is the median of the per-repeat ratios. The two answers are compared token for t
 equal). The saved file is read from the page cache (a chat reopened soon after it was closed); a
 cold read adds its size over the disk's read speed. Writes the `reopen` section of docs/benchmarks.md.
 
-    .venv/bin/python -m bench.bench_reopen [--model PATH] [--f16] [--repeats 5] [--prompt-tokens 2000]
+    .venv/bin/python -m bench.bench_reopen [--model default|qwen2.5-coder-1.5b|PATH ...] [--f16] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from importlib import resources
 from pathlib import Path
 
-from bench.bench_gpu_precision import with_f16_copy
+from bench.models import model_arg, with_copies
 from bench.report import load_average, machine, write_section
-from edgellm.models.default_model import default_model_path
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams, default_threads
 from edgellm.runtime.kv_store import KVStore
 from edgellm.units import human_bytes
@@ -92,18 +92,19 @@ def measure(path: Path, args: argparse.Namespace, folder: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=default_model_path())
-    ap.add_argument("--f16", action="store_true", help="also the model's F16 copy (the larger test model)")
+    ap.add_argument("--model", type=model_arg, action="append",
+                    help="default, qwen2.5-coder-1.5b or a .gguf (repeatable)")  # fmt: skip
+    ap.add_argument("--f16", action="store_true", help="also each model's F16 copy")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--prompt-tokens", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=default_threads())
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, with_f16_copy(args.model, args.f16) as models:
+    with tempfile.TemporaryDirectory() as tmp, with_copies(args.model, args.f16) as models:
         rows = [measure(model, args, Path(tmp)) for model in models]
     table = (
         "## Reopening a chat: KV cache restored from disk vs full prompt evaluation\n\n"
-        f"`python -m bench.bench_reopen --repeats {args.repeats} --prompt-tokens {args.prompt_tokens}"
-        f"{' --f16' if args.f16 else ''}` — {machine()}; {args.threads} threads, n_ctx 4096. Time to first "
+        f"`python -m bench.bench_reopen {' '.join(sys.argv[1:])}` — {machine()}; {args.threads} threads, n_ctx 4096. "
+        "Time to first "
         "token of the reopened chat's next answer; each repeat runs both ways back to back in alternating order, "
         "ratio = median of the per-repeat ratios (range). The saved file is read from the page cache; "
         f"{load_average()}.\n\n"

@@ -25,7 +25,7 @@ import llama_cpp
 
 from bench.bench_gpu_precision import with_f16_copy
 from bench.bench_lookup import TASKS
-from bench.coder_models import model_arg
+from bench.models import model_arg
 from edgellm.runtime import lookup
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams, default_threads
 

