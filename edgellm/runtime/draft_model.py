@@ -12,7 +12,8 @@ each draft (llama.cpp's speculative example does the same).
 
 When it pays. A draft model pays only when its tokens cost a small fraction of a target step and
 mostly agree with it; a pair that misses either makes decoding slower. `auto` picks the draft
-length from the measured acceptance and per-token cost, and also times whole rounds (drafting,
+length from the measured acceptance and per-token cost (the cost kept by the engine across turns,
+so a model that cannot pay on this machine is not tried again), and also times whole rounds (drafting,
 catching the draft model up on what lookup or the target wrote, verifying, sampling): once the
 model's rounds yield fewer tokens per second than plain rounds, it stops drafting with the model
 for the rest of the turn. Measured in bench/bench_draft_model.py."""
@@ -83,7 +84,6 @@ class ModelDrafter(lookup.LookupDrafter):
 
     model: Engine | None = None
     _model_stats: lookup._Acceptance = field(default_factory=lambda: lookup._Acceptance(MODEL_PRIOR))
-    _model_cost: float = 0.0  # seconds per drafted token, moving average
     _from_model: bool = False
     _began: float = 0.0  # when this round's draft started
     _plain: Rounds = field(default_factory=Rounds)  # rounds without drafts
@@ -108,9 +108,9 @@ class ModelDrafter(lookup.LookupDrafter):
         limit = min(room, lookup.MAX_DRAFT)
         if self.setting != lookup.DRAFT_AUTO:
             return min(limit, self.setting)
-        if not (self._model_cost and self.costs.one):
+        if not (self.costs.draft_token and self.costs.one):
             return min(limit, AUTO_FIRST)
-        drafting = self._model_cost / self.costs.one  # per drafted token, against one step of this model
+        drafting = self.costs.draft_token / self.costs.one  # per drafted token, against one step of this model
         return lookup.best_length(self._model_stats.rate(), lambda b: self.costs(b) + drafting * (b - 1), limit)
 
     def _greedy(self, k: int) -> list[int]:
@@ -133,8 +133,8 @@ class ModelDrafter(lookup.LookupDrafter):
                 began = began or time.perf_counter()
         if len(out) > 1:  # seconds per drafted token: the one-token steps after the catch-up
             seconds = (time.perf_counter() - began) / (len(out) - 1)
-            old = self._model_cost
-            self._model_cost = seconds if not old else old + 0.2 * (seconds - old)
+            old = self.costs.draft_token
+            self.costs.draft_token = seconds if not old else old + 0.2 * (seconds - old)
         return out
 
     def result(self, n_drafts: int, n_accepted: int) -> None:

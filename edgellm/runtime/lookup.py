@@ -128,6 +128,7 @@ class BatchCosts:
 
     one: float = 0.0  # seconds of a one-token step
     ratios: dict[int, float] = field(default_factory=dict)  # batch size -> cost / one-token cost
+    draft_token: float = 0.0  # seconds per token of a draft model's greedy steps (draft_model), moving average
     alpha: float = 0.2
     _line: tuple[float, float] | None = None  # (cost at 2, slope per token), fitted to ratios
 
