@@ -124,18 +124,6 @@ def test_a_copy_resyncs_after_an_insertion_in_its_own_source() -> None:
     assert d._index[(26, 27)] > len(first)  # the 2-gram's last occurrence is in the second
 
 
-def test_drafts_stay_short_until_the_turn_has_kept_one() -> None:
-    """Free writing echoes phrases of its request that then go on differently: until a draft of
-    this turn has been kept, none is longer than PROBE; then a copy drafts long."""
-    d = lookup.LookupDrafter(setting=lookup.DRAFT_AUTO, costs=cheap_batches())
-    text = list(range(100, 140))
-    d.extend([*text, 7, *text[:20]])  # a 20-token run: surely a copy
-    assert d.draft(room=16) == text[20 : 20 + lookup.PROBE]
-    d.result(lookup.PROBE, lookup.PROBE)
-    d.extend(text[20 : 21 + lookup.PROBE])
-    assert len(d.draft(room=16)) > lookup.PROBE
-
-
 def test_edit_drafts_stop_where_no_copy_runs() -> None:
     """In free writing a lucky match sets a cursor; a miss of an edit kind makes it unlikely
     for the rest of the turn, and its first try is short."""
@@ -148,7 +136,7 @@ def test_edit_drafts_stop_where_no_copy_runs() -> None:
     d.result(0, 0)
     d._cursor, d._cursor_at = 10, len(d.tokens)  # a copy of the first run, expecting its token 110
     d.extend([5])  # the model wrote 5 where the source has 110
-    assert len(d.draft(room=16)) <= lookup.PROBE and d._last_match == lookup.SKIP
+    assert len(d.draft(room=16)) <= lookup.EDIT_PROBE and d._last_match == lookup.SKIP
     phrase = lookup.LookupDrafter(setting=lookup.DRAFT_AUTO)
     phrase.extend([*range(100, 140), 7, 8, 9, 104, 105])  # two tokens met again: a phrase, not a copy
     phrase._cursor, phrase._cursor_at = 6, len(phrase.tokens)

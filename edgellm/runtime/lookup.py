@@ -22,8 +22,7 @@ expects to win: it measures what batches cost on this machine and model (`BatchC
 fitted to the sizes tried, kept by the engine across turns) and, in this turn, how often the
 first token after a match of each length is right and how often a copy runs on once it started
 (`DraftStats`: copies are runs, so "each token right with probability a" undersells them), then
-picks the draft length k (at most PROBE until the turn has kept a draft: free writing meets
-phrases of its request that then go on differently) with the most expected tokens per unit of time,
+picks the draft length k with the most expected tokens per unit of time,
 (1 + first * (1 + a + ... + a^(k-1))) / cost(k + 1), drafting nothing when no k beats plain
 decoding. The priors (a 2-token match is mostly a common phrase, a 6-token one mostly a copy)
 were tuned by replaying recorded answers against measured batch costs, then checked with
@@ -64,7 +63,7 @@ MIN_GAIN = 1.02  # draft only where the expected speed-up beats this
 # in DraftStats (match lengths are >= NGRAM_MIN), with their priors
 SKIP, RESYNC = -1, -2  # the model's token replaced the source's; its last token is just ahead in the source
 EDIT_PRIORS = {SKIP: 0.9, RESYNC: 0.6}  # a copy rarely changes one token and then stops
-PROBE = 4  # the longest draft until the turn has kept one, and of an edit kind not yet tried (cheap misses)
+EDIT_PROBE = 4  # the longest draft of a kind not yet tried this turn (a miss in free writing is cheap)
 ALIGN_WINDOW = 8  # how far ahead of the cursor RESYNC looks for the last token
 ALIGN_SPAN = 32  # tokens written since the copy last ran, after which the cursor is dropped
 EDIT_MIN_RUN = 6  # tokens a copy must have run for an edit in it to be followed (not a phrase met again)
@@ -283,8 +282,8 @@ class LookupDrafter:
         # a copy of a message runs into the chat template's end of turn: not past it
         limit = next((i + 1 for i in range(limit) if self.ends_turn(self.tokens[start + i])), limit)
         if auto:
-            if not self.accepted or (match in EDIT_PRIORS and not self.stats.tried(match)):
-                limit = min(limit, PROBE)
+            if match in EDIT_PRIORS and not self.stats.tried(match):
+                limit = min(limit, EDIT_PROBE)
             limit = best_length(self.stats.cont.rate(), self.costs, limit, first=self.stats.first_rate(match))
         self._last_match = match
         return [self._source_token(p) for p in range(start, start + limit)]
