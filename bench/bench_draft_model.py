@@ -101,7 +101,7 @@ def main() -> None:
                             + f" | {ratio(tps, 'lookup')} | {ratio(tps, 'draft model')} | "
                             f"{statistics.median(kept):.0%} | {', '.join(sorted(parted)) or 'yes'} |")  # fmt: skip
     table = (
-        "## Draft model vs lookup vs plain decoding\n\n"
+        f"## Draft model vs lookup vs plain decoding{': a real pair' if args.target else ''}\n\n"
         f"`python -m bench.bench_draft_model {' '.join(sys.argv[1:])}` — {machine()}; {args.threads} threads, "
         f"greedy, n_ctx 2048; {pair}; `--draft auto` in both drafting modes (the draft model "
         "drafts only where lookup finds nothing). Each repeat runs the three modes back to back in rotating "

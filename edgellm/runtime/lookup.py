@@ -8,13 +8,15 @@ pending token and the drafts in one `llama_decode`, which costs less than evalua
 
 Exactness. The drafts never touch a probability: row i of the batch holds the logits the model
 gives after the pending token and drafts 1..i, the same logits plain decoding would compute at that
-position (checked bit for bit in tests/test_lookup.py). Each row is sampled, in order, with the
-turn's own sampler chain, exactly as plain decoding would sample it, and a draft counts only if it
-*equals* the sampled token; at the first difference the sampled token is kept, the rows after it are
-thrown away unsampled (KV cache rolled back). So every kept token was drawn from the model's own
-distribution with the sampler's own random stream, one draw per kept token, in plain decoding's
-order: same seed, same tokens, greedy or sampled, repeat penalties included. Drafts only decide how
-many positions one `llama_decode` evaluates.
+position (bit for bit on the default model, checked in tests/test_lookup.py; on F16 and Q4_K_M
+weights llama.cpp computes batch rows with other kernels, up to 0.03 and 0.45 apart in logits here,
+so there a near tie may go either way, as in llama.cpp's own speculative decoding). Each row is
+sampled, in order, with the turn's own sampler chain, exactly as plain decoding would sample it,
+and a draft counts only if it *equals* the sampled token; at the first difference the sampled token
+is kept, the rows after it are thrown away unsampled (KV cache rolled back). So every kept token
+was drawn from the model's own distribution with the sampler's own random stream, one draw per kept
+token, in plain decoding's order: same seed, same tokens, greedy or sampled, repeat penalties
+included. Drafts only decide how many positions one `llama_decode` evaluates.
 
 When it pays. A batch of b tokens costs more than one token (on 2 CPU cores with the 135M default
 model about 1 + 0.4 b tokens' worth, on F16 weights far less), so `auto` drafts only where it
@@ -30,15 +32,15 @@ were tuned by replaying recorded answers against measured batch costs, then chec
 
 Copies with edits. Code returned with a variable renamed breaks every n-gram at each edit: after
 `acc` (where the source had `total`) no recent tokens occur in the source until two tokens have
-passed, and then the key (` =`, ` 0`) may point into the wrong one of several similar functions.
-So the drafter follows the copy in progress with a cursor in its source, moved on by every token
-the answer copies, drafted or not, and across edits as Cursor's "speculative edits" do: where the
-model's token replaced one source token and the copy goes on after it, that is a rename, learned
-for the turn and written into later drafts (`total` drafted as `acc`), and the token after the
-edit is guessed at once (`SKIP`); where its last token stands just ahead in the source, an insertion
-ended or a deletion happened (`RESYNC`). Only copies are followed (a run of EDIT_MIN_RUN tokens,
-not a phrase met again), auto alone guesses, each kind of guess has its own learned acceptance and
-is first tried short, so in free writing they cost next to nothing (bench/replay_lookup.py)."""
+passed, and then the key (` =`, ` 0`) may point into the wrong one of several similar functions. So
+the drafter follows the copy in progress with a cursor in its source, moved on by every token the
+answer copies, drafted or not, and across edits (the idea of code editors' "speculative edits"):
+where the model's token replaced one source token and the copy goes on after it, that is a rename,
+learned for the turn and written into later drafts (`total` drafted as `acc`), and the token after
+the edit is guessed at once (`SKIP`); where its last token stands just ahead in the source, an
+insertion ended or a deletion happened (`RESYNC`). Only copies are followed (a run of EDIT_MIN_RUN
+tokens, not a phrase met again), auto alone guesses, each kind of guess has its own learned
+acceptance and is first tried short (free writing: bench/notes/lookup.md)."""
 
 from __future__ import annotations
 
