@@ -190,6 +190,25 @@ def test_costs_of_sizes_never_tried_follow_the_measured_line() -> None:
     assert lookup.best_length(a=0.98, cost=costs, limit=16, first=0.95) >= 8
 
 
+def test_costs_follow_a_curve_that_is_not_a_line() -> None:
+    """What an engine had measured after five turns on Qwen2.5-Coder-1.5B Q4_K_M (2 cores): long
+    batches mostly, and a curve that bends (8 tokens 7.8 steps, 16 tokens 8.6). A line through
+    them priced a 2-token batch at ~3 steps where it costs 1.6-1.8 (measured on its own), so
+    short drafts stopped paying. Each size is priced by its own measurement, sizes between by
+    interpolation (from one token, 1.0, below the smallest measured), past the largest along the
+    line's slope."""
+    measured = {5: 3.75, 6: 4.17, 7: 4.74, 8: 7.79, 11: 8.57, 14: 8.5, 16: 8.57, 17: 10.57}
+    costs = lookup.BatchCosts()
+    costs.record(1, 1.0)
+    for b, c in measured.items():
+        costs.record(b, c)
+    assert costs.line()[0] > 2.5  # the line's price of 2 tokens
+    assert costs(2) == pytest.approx(1.0 + (3.75 - 1.0) / 4)  # ~1.7: between one token and 5
+    assert all(costs(b) == pytest.approx(c) for b, c in measured.items())
+    assert costs(10) == pytest.approx(7.79 + (8.57 - 7.79) * 2 / 3)
+    assert costs(18) == pytest.approx(10.57 + costs.line()[1])
+
+
 def test_draft_stats_learn_which_matches_to_trust() -> None:
     stats = lookup.DraftStats()
     prior2, prior6, prior_cont = stats.first_rate(2), stats.first_rate(6), stats.cont.rate()
