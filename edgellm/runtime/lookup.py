@@ -121,9 +121,9 @@ def best_length(a: float, cost: Callable[[int], float], limit: int, first: float
 class BatchCosts:
     """What a batch of b tokens costs against one token, measured on this machine and model (kept
     by the engine across turns). Measured here: a step from one token to a batch (llama.cpp
-    switches kernels), then close to a straight line, steep on a small quantized model (a
-    17-token batch costs 8x one token on 2 cores) and flat on F16 weights (matrix-matrix
-    kernels). So each size measured is priced by its own moving average, sizes between by
+    switches kernels), then rising with the size, steep on quantized weights (a 17-token batch
+    costs 8x one token on 2 cores) and flat on F16 weights (matrix-matrix kernels), not along a
+    line (see __call__). So each size measured is priced by its own moving average, sizes between by
     interpolation, sizes past the largest along the slope of a line fitted to all measured sizes;
     before two sizes are measured the slope is PRIOR_RHO: optimistic, so that `auto` tries a
     longer draft where acceptance is high, measures it, and stops if it does not pay."""
@@ -171,10 +171,10 @@ class BatchCosts:
             return 1.0
         if size in self.ratios:
             return self.ratios[size]
-        at2, slope = self.line()
         below = max((b for b in self.ratios if b < size), default=None)
         above = min((b for b in self.ratios if b > size), default=None)
         if above is None:
+            at2, slope = self.line()
             return at2 + slope * (size - 2) if below is None else self.ratios[below] + slope * (size - below)
         low, cost_low = (below, self.ratios[below]) if below is not None else (1, 1.0)
         return cost_low + (self.ratios[above] - cost_low) * (size - low) / (above - low)
@@ -248,6 +248,9 @@ class LookupDrafter:
     _renamed: dict[int, int] = field(default_factory=dict)  # source token -> what the answer writes for it
 
     def extend(self, tokens: Sequence[int]) -> None:
+        if self._cursor < 0:  # no copy followed (a prompt, free writing): nothing to step per token
+            self.tokens.extend(tokens)
+            return
         for token in tokens:
             self.tokens.append(token)
             if self._cursor >= 0:
