@@ -31,6 +31,8 @@ from bench.bench_gpu_precision import rewritten
 from bench.bench_lookup import TASKS, run_task
 from bench.models import model_arg
 from bench.report import load_average, machine, write_section
+from edgellm.errors import EdgeLLMError
+from edgellm.models.default_model import default_model_path
 from edgellm.runtime.engine import Engine, LoadOptions, default_threads
 from edgellm.runtime.lookup import DRAFT_AUTO, DRAFT_OFF
 
@@ -68,8 +70,12 @@ def main() -> None:
     ap.add_argument("--tasks", type=task_list, default="free,quote", help=f"comma-separated, of {', '.join(TASKS)}")
     ap.add_argument("--target", type=model_arg, help="default, qwen2.5-coder-1.5b or a .gguf (default: "
                     "the default model's F32 copy)")  # fmt: skip
-    ap.add_argument("--draft", type=model_arg, default="default", help="default, qwen2.5-coder-0.5b or a .gguf")
+    ap.add_argument("--draft", type=model_arg, help="default, qwen2.5-coder-0.5b or a .gguf (default: the "
+                    "default model; with --target, required)")  # fmt: skip
     args = ap.parse_args()
+    if args.target and not args.draft:
+        ap.error("--target needs --draft: a smaller model of its vocabulary (e.g. qwen2.5-coder-0.5b)")
+    args.draft = args.draft or default_model_path()
     draft = args.draft
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,8 +86,11 @@ def main() -> None:
         opts = LoadOptions(n_ctx=2048, n_threads=args.threads, probe=False)
         paired_opts = dataclasses.replace(opts, draft_model=str(draft))
         with Engine(target, opts) as alone, Engine(target, paired_opts) as paired:
-            for engine in (alone, paired):  # loads the draft model: a first turn's cost, not a speed
-                run_task(engine, "Hi", DRAFT_AUTO, 4)
+            try:
+                for engine in (alone, paired):  # loads the draft model: a first turn's cost, not a speed
+                    run_task(engine, "Hi", DRAFT_AUTO, 4)
+            except EdgeLLMError as err:  # e.g. a draft model of another vocabulary
+                raise SystemExit(f"bench_draft_model: {err}") from None
             runs = {"plain": (alone, DRAFT_OFF), "lookup": (alone, DRAFT_AUTO), "draft model": (paired, DRAFT_AUTO)}
             for name in args.tasks:
                 kind, prompt = TASKS[name]
