@@ -1,5 +1,6 @@
 """Lookup decoding (`--draft auto`) against plain decoding (`--draft off`): generation tok/s on
-copy-heavy tasks (return code with one change, quote and fix a paragraph) and on free writing.
+copy-heavy tasks (return code with one change: a rename in two short functions, one value in a
+33-line module; quote and fix a paragraph) and on free writing.
 
 Greedy, same prompt, same engine; within each repeat the two modes run back to back in alternating
 order, so that load from other work on the machine hits both; the ratio is the median of the
@@ -38,6 +39,40 @@ def variance(values):
         total += (v - m) ** 2
     return total / len(values)
 '''
+MODULE = '''import json
+import time
+from pathlib import Path
+
+
+class Cache:
+    """A small file-backed cache whose entries expire."""
+
+    def __init__(self, path, ttl=3600):
+        self.path = Path(path)
+        self.ttl = ttl
+        self.items = {}
+        if self.path.exists():
+            self.items = json.loads(self.path.read_text())
+
+    def get(self, key, default=None):
+        item = self.items.get(key)
+        if item is None:
+            return default
+        value, stamp = item
+        if time.time() - stamp > self.ttl:
+            del self.items[key]
+            return default
+        return value
+
+    def put(self, key, value):
+        self.items[key] = (value, time.time())
+        self.save()
+
+    def save(self):
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.items))
+        tmp.replace(self.path)
+'''
 PARAGRAPH = (
     "The library opens at nine in the morning and closes at six in the evening. Visitors can borrow "
     "up to five books at a time, and each book may be kept for three weeks. Late returns cost ten "
@@ -45,6 +80,7 @@ PARAGRAPH = (
 )
 TASKS = {  # name -> (kind, prompt)
     "code": ("copy", f"Return this code with `total` renamed to `acc`, nothing else:\n\n{CODE}"),
+    "module": ("copy", f"Return this module with the default ttl changed from 3600 to 600, nothing else:\n\n{MODULE}"),
     "quote": ("copy", f"Repeat this paragraph exactly, then fix any mistake in it:\n\n{PARAGRAPH}"),
     "free": ("free", "Write a short story about a robot who learns to paint."),
 }
@@ -98,7 +134,7 @@ def main() -> None:
                     help="default, qwen2.5-coder-1.5b or a .gguf (repeatable)")  # fmt: skip
     ap.add_argument("--f16", action="store_true", help="also each model's F16 copy")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--tokens", type=int, default=256, help="longest answer (module: ~200 tokens)")
     ap.add_argument("--threads", type=int, default=default_threads())
     args = ap.parse_args()
     with with_copies(args.model, args.f16) as models:

@@ -69,6 +69,12 @@ EDIT_PROBE = 4  # the longest draft of a kind not yet tried this turn (a miss in
 ALIGN_WINDOW = 8  # how far ahead of the cursor RESYNC looks for the last token
 ALIGN_SPAN = 32  # tokens written since the copy last ran, after which the cursor is dropped
 EDIT_MIN_RUN = 6  # tokens a copy must have run for an edit in it to be followed (not a phrase met again)
+RENAME_MIN_RUN = 4  # tokens a copy must have run for a one-token replacement in it to be learned as a rename
+# A batch size never measured, between measured ones, is priced this much below the line between them,
+# so that auto tries it once: costs are not monotonic (Qwen2.5-Coder-1.5B Q4_K_M on 2 cores: 16 tokens
+# 7.1 steps, 13 and 17 tokens 8.1 and 8.5; llama.cpp's kernels take rows in blocks), and a size priced
+# by its neighbours alone would never be tried
+UNTRIED_DISCOUNT = 0.9
 
 
 def parse_draft(value: str) -> int:
@@ -162,11 +168,11 @@ class BatchCosts:
 
     def __call__(self, size: int) -> float:
         """A measured size's own cost; between measured sizes (and one token, 1.0) a straight line
-        between its neighbours; past the largest, the fitted slope from there. Local, because the
-        curve is not a line (Qwen2.5-Coder-1.5B Q4_K_M: 8 tokens cost 6.1 steps, 16 cost 7.1): a
-        line through sizes mostly tried long priced short batches ever higher as a chat went on,
-        until `auto` stopped drafting. A size measured too cheap is tried and measured again; one
-        measured too dear weighs only on its neighbours."""
+        between its neighbours, less UNTRIED_DISCOUNT; past the largest, the fitted slope from
+        there. Local, because the curve is not a line (Qwen2.5-Coder-1.5B Q4_K_M: 8 tokens cost 6.1
+        steps, 16 cost 7.1): a line through sizes mostly tried long priced short batches ever
+        higher as a chat went on, until `auto` stopped drafting. A size priced too cheap is tried
+        and measured; one measured too dear weighs only on its neighbours."""
         if size <= 1:
             return 1.0
         if size in self.ratios:
@@ -177,7 +183,8 @@ class BatchCosts:
             at2, slope = self.line()
             return at2 + slope * (size - 2) if below is None else self.ratios[below] + slope * (size - below)
         low, cost_low = (below, self.ratios[below]) if below is not None else (1, 1.0)
-        return cost_low + (self.ratios[above] - cost_low) * (size - low) / (above - low)
+        between = cost_low + (self.ratios[above] - cost_low) * (size - low) / (above - low)
+        return max(1.0, UNTRIED_DISCOUNT * between)
 
 
 @dataclass
@@ -258,12 +265,15 @@ class LookupDrafter:
 
     def _follow(self, token: int) -> None:
         """Keep the cursor in step with the answer while it copies, across one-token renames
-        (learned here) and where a RESYNC guess proves right."""
+        (learned here, inside a copy only: after a phrase met again, `import json` where the
+        source has `import time`, " time" is not renamed " json" for the rest of the turn) and
+        where a RESYNC guess proves right."""
         toks, cursor = self.tokens, self._cursor
         since = len(toks) - 1 - self._cursor_at  # tokens out of step before this one
         if since == 0 and token == self._source_token(cursor):
             self._step(cursor + 1)
-        elif since == 1 and cursor + 1 < self._cursor_at and token == self._source_token(cursor + 1):
+        elif (since == 1 and cursor + 1 < self._cursor_at and token == self._source_token(cursor + 1)
+              and self._run(cursor, self._cursor_at) >= RENAME_MIN_RUN):
             self._renamed[toks[cursor]] = toks[-2]  # the token before replaced the source's, then the copy went on
             if self._missed_at == len(toks) - 2:
                 self.stats.cont.accepted += 1  # that miss was the rename, not the copy ending
