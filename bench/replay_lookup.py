@@ -137,7 +137,8 @@ def main() -> None:
     with with_f16_copy(args.model, args.f16) as models:
         rows = [row for model in models for row in measure(model, args.threads)]
     print(f"{args.threads} threads; batch cost = a verified batch of b tokens against one token\n")
-    print("| model | task | answer tokens | auto (replayed) | best n-gram drafts | drafts always right | batch cost b: x |")
+    print("| model | task | answer tokens | auto (replayed) | best n-gram drafts | drafts always right "
+          "| batch cost b: x |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
