@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.bench_lookup import CODE, TASKS
+from bench.bench_lookup import CODE, PARAGRAPH, TASKS
 from edgellm.runtime import lookup
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
 
@@ -267,6 +267,21 @@ def test_parse_draft() -> None:
 
 
 # -- on llama.cpp ----------------------------------------------------------------------------------
+EXACT_CELLS = 256  # KV cells up to which llama.cpp computes a default-model batch row as it computes one token
+F16_ROUNDING = 0.05  # logits of an F16 batch row and of a one-token step differ by up to ~0.03 here
+LONG_ROUNDING = 1.0  # ... and past EXACT_CELLS, any weights, by up to ~0.9 (flash attention's F16 sums, split or not)
+COPIED = ("code", "quote")  # the prompts whose answers the default model copies from (the module it explains in prose)
+
+
+def one_by_one_and_batched(eng: Engine, context: list[int], follow: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    eng.reset()
+    eng.logits(context, first=len(context))
+    one_by_one = np.concatenate([eng.logits([t]) for t in follow])
+    eng.reset()
+    eng.logits(context, first=len(context))
+    return one_by_one, eng.logits(follow)
+
+
 @pytest.mark.parametrize("model", ["default", "f16"])
 def test_batch_rows_are_the_logits_of_one_token_steps(engine: Engine, f16_engine: Engine, model: str) -> None:
     """What exactness rests on: row i of a verified batch holds the logits that evaluating the same
@@ -277,13 +292,7 @@ def test_batch_rows_are_the_logits_of_one_token_steps(engine: Engine, f16_engine
     tie within that rounding, as for llama.cpp's own speculative decoding and prompt batches."""
     eng = engine if model == "default" else f16_engine
     prompt = eng.prompt_tokens([{"role": "user", "content": PROMPTS["code"]}])
-    follow = eng.tokenize(CODE, add_special=False)[:9]
-    eng.reset()
-    eng.logits(prompt, first=len(prompt))
-    one_by_one = np.concatenate([eng.logits([t]) for t in follow])
-    eng.reset()
-    eng.logits(prompt, first=len(prompt))
-    batched = eng.logits(follow)
+    one_by_one, batched = one_by_one_and_batched(eng, prompt, eng.tokenize(CODE, add_special=False)[:9])
     if model == "default":
         assert np.array_equal(batched, one_by_one)
     else:
@@ -291,34 +300,52 @@ def test_batch_rows_are_the_logits_of_one_token_steps(engine: Engine, f16_engine
         assert np.array_equal(batched.argmax(-1), one_by_one.argmax(-1))
 
 
-F16_ROUNDING = 0.05  # logits of an F16 batch row and of a one-token step differ by up to ~0.03 here
+def test_batch_rows_past_256_cells_differ_by_llama_cpps_rounding(engine: Engine) -> None:
+    """Where exactness ends on the default model too: once the KV cache view passes 256 cells,
+    llama.cpp's flash attention on the CPU splits a one-token step's keys across threads (from 512
+    cells) but not a batch's, and sums values in F16 in both: rows differ by up to ~0.9 in logits.
+    That is llama.cpp's own numerical noise (its plain decoding is no nearer the exact value), so
+    past 256 cells answers equal plain decoding's unless the top two tokens are that close."""
+    text = engine.tokenize(PARAGRAPH * 6, add_special=True)
+    short, long = (one_by_one_and_batched(engine, text[:n], text[n : n + 6]) for n in (EXACT_CELLS - 6, EXACT_CELLS))
+    assert np.array_equal(*short)
+    assert 0 < np.abs(long[0] - long[1]).max() < LONG_ROUNDING
 
 
-def assert_parted_at_a_tie(eng: Engine, prompt: str, plain: list[int], tokens: list[int]) -> None:
-    """F16 answers may part where the top two tokens tie within the batch kernels' rounding
-    (test_batch_rows_are_the_logits_of_one_token_steps), and only there."""
+def assert_parted_at_a_tie(eng: Engine, prompt: str, plain: list[int], tokens: list[int], within: float) -> None:
+    """Answers may part where the top two tokens tie ``within`` the batch kernels' rounding
+    (the tests above), and only there: the logits as the greedy sampler saw them, after the
+    repeat penalty on the answer's last tokens."""
     i = next(k for k, (a, b) in enumerate(zip(plain, tokens, strict=False)) if a != b)
     context = eng.prompt_tokens([{"role": "user", "content": prompt}])
     eng.reset()
     row = eng.logits([*context, *plain[:i]], first=len(context) + i - 1)[-1]
-    assert abs(row[plain[i]] - row[tokens[i]]) < F16_ROUNDING, f"parted at token {i} without a tie"
+    params = SamplingParams()
+    for t in set(plain[max(0, i - params.repeat_last_n) : i]):  # llama.cpp's penalties sampler
+        row[t] = row[t] / params.repeat_penalty if row[t] > 0 else row[t] * params.repeat_penalty
+    assert abs(row[plain[i]] - row[tokens[i]]) < within, f"parted at token {i} without a tie"
     assert set(np.argsort(row)[-2:]) == {plain[i], tokens[i]}
 
 
 @pytest.mark.parametrize("prompt", list(PROMPTS))
 @pytest.mark.parametrize("model", ["default", "f16"])
 def test_greedy_answer_identical_with_lookup(engine: Engine, f16_engine: Engine, model: str, prompt: str) -> None:
+    """Bit for bit where batch rows are (the default model within 256 cells: every prompt but the
+    33-line module); elsewhere parted only at a tie within the kernels' rounding."""
     eng = engine if model == "default" else f16_engine
-    plain, plain_stats = answer(eng, PROMPTS[prompt], temperature=0, max_tokens=96, draft=lookup.DRAFT_OFF)
+    max_tokens = 96
+    cells = len(eng.prompt_tokens([{"role": "user", "content": PROMPTS[prompt]}])) + max_tokens
+    within = LONG_ROUNDING if cells > EXACT_CELLS else F16_ROUNDING if model == "f16" else 0.0
+    plain, plain_stats = answer(eng, PROMPTS[prompt], temperature=0, max_tokens=max_tokens, draft=lookup.DRAFT_OFF)
     assert plain_stats.draft_tokens == 0
     for draft in (8, lookup.DRAFT_AUTO):
-        tokens, stats = answer(eng, PROMPTS[prompt], temperature=0, max_tokens=96, draft=draft)
-        if model == "f16" and tokens != plain:
-            assert_parted_at_a_tie(eng, PROMPTS[prompt], plain, tokens)
+        tokens, stats = answer(eng, PROMPTS[prompt], temperature=0, max_tokens=max_tokens, draft=draft)
+        if within and tokens != plain:
+            assert_parted_at_a_tie(eng, PROMPTS[prompt], plain, tokens, within)
             continue
         assert tokens == plain, f"draft={draft}"
         assert stats.stop_reason == plain_stats.stop_reason
-        if draft == 8 and prompt != "free":
+        if draft == 8 and prompt in COPIED:
             assert stats.accepted_tokens > 0  # the drafts were used: this compared something
             assert 0 < stats.acceptance_rate <= 1
 

@@ -8,9 +8,16 @@ pending token and the drafts in one `llama_decode`, which costs less than evalua
 
 Exactness. The drafts never touch a probability: row i of the batch holds the logits the model
 gives after the pending token and drafts 1..i, the same logits plain decoding would compute at that
-position (bit for bit on the default model, checked in tests/test_lookup.py; on F16 and Q4_K_M
-weights llama.cpp computes batch rows with other kernels, up to 0.03 and 0.45 apart in logits here,
-so there a near tie may go either way, as in llama.cpp's own speculative decoding). Each row is
+position: bit for bit on the default model while the KV cache view is within 256 cells
+(tests/test_lookup.py). Elsewhere llama.cpp's CPU backend computes a batch row with other kernels
+than one token, where that is faster, and so rounds differently: F16 weights from 2 rows
+(llamafile's sgemm), weights repacked at load (Q4_K among them) from 4 rows, K-quants from 8 rows
+(its tiled kernel); and past 256 cells flash attention splits one token's keys across threads but
+not a batch's, with values summed in F16 either way. Measured here: up to 0.03 apart in logits
+(F16), 0.5 (Q4_K_M), 0.9 (any weights past 256 cells); llama.cpp's own noise, its plain decoding
+is no nearer the exact value. There a near tie may go either way, as in llama.cpp's own
+speculative decoding. (Q4_K_M loaded without repacking, with GGML_CPU_TILED_MM=0, is bit-exact at
+every batch size, but its one-token steps are ~25% slower: not worth it.) Each row is
 sampled, in order, with the turn's own sampler chain, exactly as plain decoding would sample it,
 and a draft counts only if it *equals* the sampled token; at the first difference the sampled token
 is kept, the rows after it are thrown away unsampled (KV cache rolled back). So every kept token
