@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from bench.bench_gpu_precision import rewritten
-from bench.bench_lookup import TASKS, run_task
+from bench.bench_lookup import TASKS, parting, run_task
 from bench.models import model_arg
 from bench.report import load_average, machine, write_section
 from edgellm.errors import EdgeLLMError
@@ -45,15 +45,6 @@ def task_list(text: str) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"no task {unknown[0]!r}: use a comma-separated list of {', '.join(TASKS)}")
     return names
-
-
-def parting(plain: list[int], other: list[int]) -> str:
-    """"" where the answers are equal, else where they part (for the notes to explain: batched rows
-    are not bit-exact on every weight type, so a near tie can go either way)."""
-    if plain == other:
-        return ""
-    at = next((i for i, (a, b) in enumerate(zip(plain, other, strict=False)) if a != b), min(len(plain), len(other)))
-    return f"**parted at token {at}**"
 
 
 def ratio(tps: dict[str, list[float]], mode: str) -> str:
@@ -103,7 +94,7 @@ def main() -> None:
                     for m in MODES:
                         tps[m].append(got[m][0])
                     kept.append(got["draft model"][3])
-                    parted |= {parting(got["plain"][2], got[m][2]) for m in MODES[1:]} - {""}
+                    parted |= {parting(runs[m][0], prompt, got["plain"][2], got[m][2]) for m in MODES[1:]} - {""}
                     print(f"{name} {i + 1}/{args.repeats}: " + ", ".join(f"{m} {got[m][0]:.1f} tok/s" for m in MODES)
                           + f", draft model's drafts kept {kept[-1]:.0%}", flush=True)  # fmt: skip
                 rows.append(f"| {name} ({kind}) | " + " | ".join(f"{statistics.median(tps[m]):.1f}" for m in MODES)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.bench_lookup import CODE, PARAGRAPH, TASKS
+from bench.bench_lookup import CODE, PARAGRAPH, TASKS, parted_at, parting, sampled_logits
 from edgellm.runtime import lookup
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams
 
@@ -316,15 +316,24 @@ def assert_parted_at_a_tie(eng: Engine, prompt: str, plain: list[int], tokens: l
     """Answers may part where the top two tokens tie ``within`` the batch kernels' rounding
     (the tests above), and only there: the logits as the greedy sampler saw them, after the
     repeat penalty on the answer's last tokens."""
-    i = next(k for k, (a, b) in enumerate(zip(plain, tokens, strict=False)) if a != b)
-    context = eng.prompt_tokens([{"role": "user", "content": prompt}])
-    eng.reset()
-    row = eng.logits([*context, *plain[:i]], first=len(context) + i - 1)[-1]
-    params = SamplingParams()
-    for t in set(plain[max(0, i - params.repeat_last_n) : i]):  # llama.cpp's penalties sampler
-        row[t] = row[t] / params.repeat_penalty if row[t] > 0 else row[t] * params.repeat_penalty
+    i = parted_at(plain, tokens)
+    row = sampled_logits(eng, prompt, plain, i)
     assert abs(row[plain[i]] - row[tokens[i]]) < within, f"parted at token {i} without a tie"
     assert set(np.argsort(row)[-2:]) == {plain[i], tokens[i]}
+
+
+def test_benchmarks_say_where_answers_part_and_how_near_a_tie(engine: Engine) -> None:
+    """bench_lookup's "same tokens" column: "" for equal answers, else the token where they part
+    and how far apart the sampler saw its two candidates (greedy took the higher: >= 0)."""
+    prompt = PROMPTS["quote"]
+    plain, _ = answer(engine, prompt, temperature=0, max_tokens=12, draft=lookup.DRAFT_OFF)
+    other = [*plain[:5], plain[4], *plain[6:]]
+    assert parting(engine, prompt, plain, list(plain)) == ""
+    said = parting(engine, prompt, plain, other)
+    gap = float(said.split("tokens ")[1].split(" apart")[0])
+    row = sampled_logits(engine, prompt, plain, 5)
+    assert said.startswith("**parted at token 5**") and gap == pytest.approx(row[plain[5]] - row[plain[4]], abs=0.01)
+    assert row[plain[5]] == row.max()  # what greedy decoding chose, penalties applied
 
 
 @pytest.mark.parametrize("prompt", list(PROMPTS))
