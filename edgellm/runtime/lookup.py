@@ -67,7 +67,7 @@ FIRST_AT_2, FIRST_DECAY, MATCH_CAP = 0.25, 0.7, 16
 PRIOR_CONTINUE = 0.95  # P(the next draft is right | the one before was): copies run on
 PRIOR_WEIGHT = 1.0  # how many observations a prior is worth
 PRIOR_RHO = 0.3  # extra cost of each drafted token before any batch is measured (optimistic)
-MIN_GAIN = 1.02  # draft only where the expected speed-up beats this
+MIN_GAIN = 1.08  # draft only where the expected speed-up beats this (priors and measured costs are that uncertain)
 # Following a copy across an edit (see "Copies with edits"): the keys its drafts are judged under
 # in DraftStats (match lengths are >= NGRAM_MIN), with their priors
 SKIP, RESYNC = -1, -2  # the model's token replaced the source's; its last token is just ahead in the source
