@@ -33,7 +33,7 @@ first token after a match of each length is right and how often a copy runs on o
 (`DraftStats`: copies are runs, so "each token right with probability a" undersells them), then
 picks the draft length k with the most expected tokens per unit of time,
 (1 + first * (1 + a + ... + a^(k-1))) / cost(k + 1), drafting nothing when no k beats plain
-decoding. The priors (a 2-token match is mostly a common phrase, a 6-token one mostly a copy)
+decoding by MIN_GAIN. The priors (a 2-token match is mostly a common phrase, a 6-token one mostly a copy)
 were tuned by replaying recorded answers against measured batch costs, then checked with
 `bench/bench_lookup.py`.
 
