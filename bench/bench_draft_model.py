@@ -27,10 +27,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench import report
 from bench.bench_gpu_precision import rewritten
 from bench.bench_lookup import TASKS, parting, run_task
 from bench.models import model_arg
 from bench.report import load_average, machine, write_section
+from edgellm.commands.options import number
 from edgellm.errors import EdgeLLMError
 from edgellm.models.default_model import default_model_path
 from edgellm.runtime.engine import Engine, LoadOptions, default_threads
@@ -55,9 +57,9 @@ def ratio(tps: dict[str, list[float]], mode: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--tokens", type=int, default=96)
-    ap.add_argument("--threads", type=int, default=default_threads())
+    ap.add_argument("--repeats", type=number(int, 1), default=3)
+    ap.add_argument("--tokens", type=number(int, 1), default=96)
+    ap.add_argument("--threads", type=number(int, 1), default=default_threads())
     ap.add_argument("--tasks", type=task_list, default="free,quote", help=f"comma-separated, of {', '.join(TASKS)}")
     ap.add_argument("--target", type=model_arg, help="default, qwen2.5-coder-1.5b or a .gguf (default: "
                     "the default model's F32 copy)")  # fmt: skip
@@ -114,4 +116,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

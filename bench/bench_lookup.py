@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import report
 from bench.models import model_arg, with_copies
 from bench.report import load_average, machine, write_section
+from edgellm.commands.options import number
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams, default_threads
 from edgellm.runtime.lookup import DRAFT_AUTO, DRAFT_OFF
 
@@ -168,9 +170,9 @@ def main() -> None:
     ap.add_argument("--model", type=model_arg, action="append",
                     help="default, qwen2.5-coder-1.5b or a .gguf (repeatable)")  # fmt: skip
     ap.add_argument("--f16", action="store_true", help="also each model's F16 copy")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--tokens", type=int, default=256, help="longest answer (module: ~200 tokens)")
-    ap.add_argument("--threads", type=int, default=default_threads())
+    ap.add_argument("--repeats", type=number(int, 1), default=5)
+    ap.add_argument("--tokens", type=number(int, 1), default=256, help="longest answer (module: ~200 tokens)")
+    ap.add_argument("--threads", type=number(int, 1), default=default_threads())
     args = ap.parse_args()
     with with_copies(args.model, args.f16) as models:
         rows = [row for model in models for row in measure(model, args)]
@@ -190,4 +192,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import llama_cpp
 
+from bench import report
 from bench.bench_gpu_precision import with_f16_copy
 from bench.bench_lookup import TASKS
 from bench.models import model_arg
+from edgellm.commands.options import number
 from edgellm.runtime import lookup
 from edgellm.runtime.engine import Engine, LoadOptions, SamplingParams, default_threads
 
@@ -132,7 +134,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=model_arg, default="default", help="default, qwen2.5-coder-1.5b or a .gguf")
     ap.add_argument("--f16", action="store_true", help="also the model's F16 copy (the larger test model)")
-    ap.add_argument("--threads", type=int, default=default_threads())
+    ap.add_argument("--threads", type=number(int, 1), default=default_threads())
     args = ap.parse_args()
     with with_f16_copy(args.model, args.f16) as models:
         rows = [row for model in models for row in measure(model, args.threads)]
@@ -144,4 +146,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

@@ -9,7 +9,9 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -61,3 +63,13 @@ def write_section(name: str, markdown: str) -> None:
     tmp = DOC.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(DOC)
+
+
+def run(main: Callable[[], None]) -> None:
+    """A benchmark's entry point: Ctrl-C ends it with one line and exit 130, not a traceback.
+    Nothing is half-written: a section is written only at the end, by write_section's rename."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted: no results written", file=sys.stderr)
+        raise SystemExit(130) from None
