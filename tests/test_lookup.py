@@ -123,7 +123,8 @@ def test_a_phrase_met_again_teaches_no_rename() -> None:
     d.extend([50, nl, *module, 51])
     steps = copying(d, [fence, nl, *module])
     assert d._renamed == {}
-    assert all(drafts[:kept] == drafts for drafts, kept, _ in steps[-2:])  # the copy runs on through ` time`
+    last = steps[-2:]  # the copy runs on through ` time`, drafted as itself and kept
+    assert len(last) == 2 and all(drafts[:kept] == drafts and time_ in drafts for drafts, kept, _ in last)
 
 
 def test_a_copy_resyncs_after_an_insertion_in_its_own_source() -> None:
@@ -210,18 +211,18 @@ def test_costs_follow_a_curve_that_is_not_a_line() -> None:
     batches mostly, and a curve that bends (8 tokens 7.8 steps, 16 tokens 8.6). A line through
     them priced a 2-token batch at ~3 steps where it costs 1.6-1.8 (measured on its own), so
     short drafts stopped paying. Each size is priced by its own measurement, sizes between by
-    interpolation (from one token, 1.0, below the smallest measured), past the largest along the
-    line's slope."""
+    interpolation (from one token, 1.0, below the smallest measured; less UNTRIED_DISCOUNT), past
+    the largest along the line's slope."""
     measured = {5: 3.75, 6: 4.17, 7: 4.74, 8: 7.79, 11: 8.57, 14: 8.5, 16: 8.57, 17: 10.57}
     costs = lookup.BatchCosts()
     costs.record(1, 1.0)
     for b, c in measured.items():
         costs.record(b, c)
     assert costs.line()[0] > 2.5  # the line's price of 2 tokens
-    between = lookup.UNTRIED_DISCOUNT
-    assert costs(2) == pytest.approx(between * (1.0 + (3.75 - 1.0) / 4))  # ~1.7: between one token and 5
+    untried = lookup.UNTRIED_DISCOUNT
+    assert costs(2) == pytest.approx(untried * (1.0 + (3.75 - 1.0) / 4))  # ~1.7: between one token and 5
     assert all(costs(b) == pytest.approx(c) for b, c in measured.items())
-    assert costs(10) == pytest.approx(between * (7.79 + (8.57 - 7.79) * 2 / 3))
+    assert costs(10) == pytest.approx(untried * (7.79 + (8.57 - 7.79) * 2 / 3))
     assert costs(18) == pytest.approx(10.57 + costs.line()[1])
 
 

@@ -33,8 +33,8 @@ first token after a match of each length is right and how often a copy runs on o
 (`DraftStats`: copies are runs, so "each token right with probability a" undersells them), then
 picks the draft length k with the most expected tokens per unit of time,
 (1 + first * (1 + a + ... + a^(k-1))) / cost(k + 1), drafting nothing when no k beats plain
-decoding by MIN_GAIN. The priors (a 2-token match is mostly a common phrase, a 6-token one mostly a copy)
-were tuned by replaying recorded answers against measured batch costs, then checked with
+decoding by MIN_GAIN. The priors (a 2-token match is mostly a common phrase, a 6-token one mostly
+a copy) were tuned by replaying recorded answers against measured batch costs, then checked with
 `bench/bench_lookup.py`.
 
 Copies with edits. Code returned with a variable renamed breaks every n-gram at each edit: after
@@ -137,7 +137,8 @@ class BatchCosts:
     switches kernels), then rising with the size, steep on quantized weights (a 17-token batch
     costs 8x one token on 2 cores) and flat on F16 weights (matrix-matrix kernels), not along a
     line (see __call__). So each size measured is priced by its own moving average, sizes between by
-    interpolation, sizes past the largest along the slope of a line fitted to all measured sizes;
+    interpolation (a little below it, so that they get tried), sizes past the largest along the
+    slope of a line fitted to all measured sizes;
     before two sizes are measured the slope is PRIOR_RHO: optimistic, so that `auto` tries a
     longer draft where acceptance is high, measures it, and stops if it does not pay."""
 
@@ -265,10 +266,9 @@ class LookupDrafter:
         if self._cursor < 0:  # no copy followed (a prompt, free writing): nothing to step per token
             self.tokens.extend(tokens)
             return
-        for token in tokens:
+        for token in tokens:  # _follow moves the cursor, never drops it
             self.tokens.append(token)
-            if self._cursor >= 0:
-                self._follow(token)
+            self._follow(token)
 
     def _follow(self, token: int) -> None:
         """Keep the cursor in step with the answer while it copies, across one-token renames
